@@ -1,0 +1,151 @@
+"""`tritonize optimize`: CPU variants of an exported model, each parity-checked and timed, and the pick.
+
+Variants (under `artifacts/<model>/variants/<name>/model.onnx`):
+  - fp32:    the export itself (the baseline every other variant is timed against),
+  - ort_opt: ONNX Runtime's offline graph optimization (extended level: fusions that stay portable
+             across CPUs; the `all` level adds layout changes tied to the machine it ran on),
+  - int8:    dynamic INT8 quantization of weights (activations quantized at run time).
+Like Model Navigator, the pick is the fastest variant that passes its tolerance; `choice.json`
+records the pick and why.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from tritonize.artifacts import atomic_dir, load_manifest, model_dir, update_manifest, write_json
+from tritonize.export.parity import agreement_cases, check_parity
+from tritonize.export.runtime import ort_session, run_ort, run_torch
+from tritonize.export.stage import ONNX_FILE, load_module
+from tritonize.models.spec import ModelSpec
+
+VARIANTS = ("fp32", "ort_opt", "int8")
+PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8"}
+CHOICE_FILE = "choice.json"
+
+
+def _build_fp32(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+
+
+def _build_ort_opt(src: Path, dst: Path) -> None:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+
+
+def _build_int8(src: Path, dst: Path) -> None:
+    root_logger = logging.getLogger()  # quantize_dynamic warns on the root logger
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root_logger.setLevel(level)
+
+
+BUILDERS: dict[str, Callable[[Path, Path], None]] = {"fp32": _build_fp32, "ort_opt": _build_ort_opt, "int8": _build_int8}
+
+
+def measure_latency(run: Callable[[], object], warmup: int = 10, iters: int = 100, budget_s: float = 2.0) -> dict:
+    """Median and p90 of `run()` in milliseconds, after warm-up, bounded by `budget_s`."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    deadline = time.perf_counter() + budget_s
+    while len(samples) < iters and (len(samples) < 5 or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    samples.sort()
+    return {"p50_ms": statistics.median(samples), "p90_ms": samples[int(0.9 * (len(samples) - 1))],
+            "samples": len(samples)}
+
+
+def latency_batches(spec: ModelSpec) -> list[int]:
+    return sorted({1, spec.serving.max_batch_size})
+
+
+def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARIANTS,
+                   step: Callable[[str], None] = lambda _: None, rng: np.random.Generator | None = None,
+                   agreement_rows: int = 1000, latency_iters: int = 100) -> dict:
+    """Build, check and time each variant; write them and choice.json atomically; return the choice."""
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
+    rng = rng if rng is not None else np.random.default_rng()
+    load_manifest(root, spec, ignore_under="variants")
+    folder = model_dir(root, spec)
+    module = load_module(spec, folder)
+    reference = lambda x: run_torch(module, spec, x)  # noqa: E731
+    threads = spec.serving.ort_threads
+    results: dict[str, dict] = {}
+    with atomic_dir(folder / "variants") as tmp:
+        for name in ("fp32",) + tuple(v for v in variants if v != "fp32"):
+            out = tmp / name / ONNX_FILE
+            out.parent.mkdir()
+            step(f"{name}: building")
+            try:
+                BUILDERS[name](folder / ONNX_FILE, out)
+            except Exception as e:  # noqa: BLE001 - a variant that cannot be built is reported, never skipped silently
+                results[name] = {"built": False, "error": f"{type(e).__name__}: {e}"}
+                shutil.rmtree(out.parent)
+                continue
+            session = ort_session(out, threads=threads, spin=False)
+            candidate = lambda x, s=session: run_ort(s, spec, x)  # noqa: E731
+            step(f"{name}: parity on {agreement_rows} random rows")
+            report = check_parity(spec, reference, candidate, PRECISION[name],
+                                  cases=agreement_cases(spec, agreement_rows), rng=rng)
+            step(f"{name}: latency")
+            latency = {}
+            for batch in latency_batches(spec):
+                feed = spec.example_inputs(batch, spec.default_seq(), rng)
+                latency[f"batch{batch}"] = measure_latency(lambda: candidate(feed), iters=latency_iters)
+            results[name] = {"built": True, "precision": PRECISION[name], "parity_ok": report.ok,
+                             "max_abs_err": report.max_abs_err, "top1_agreement": report.top1_agreement,
+                             "tolerance": report.tolerance, "latency": latency,
+                             "size_bytes": out.stat().st_size}
+        choice = pick_variant(results)
+        write_json(tmp / CHOICE_FILE, choice)
+        files = [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()]
+    update_manifest(root, spec, [f"variants/{f}" for f in files], replace_under="variants", optimize=choice)
+    return choice
+
+
+def _score(result: dict) -> float:
+    """Geometric mean of the median latencies over the measured batch sizes."""
+    values = [v["p50_ms"] for v in result["latency"].values()]
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def pick_variant(results: dict[str, dict]) -> dict:
+    passing = {n: r for n, r in results.items() if r.get("built") and r["parity_ok"]}
+    if not passing:
+        raise RuntimeError("no variant passed parity; not even the FP32 export: " +
+                           "; ".join(f"{n}: {r.get('error') or r.get('max_abs_err')}" for n, r in results.items()))
+    baseline = _score(results["fp32"]) if results.get("fp32", {}).get("built") else None
+    best = min(passing, key=lambda n: _score(passing[n]))
+    speedups = {n: round(baseline / _score(r), 3) for n, r in passing.items()} if baseline else {}
+    rejected = {n: (r.get("error") or f"parity failed (max abs err {r['max_abs_err']:.3g}, top-1 {r['top1_agreement']})")
+                for n, r in results.items() if n not in passing}
+    why = (f"{best} is the fastest variant within tolerance "
+           f"({speedups.get(best, 1.0)}x the FP32 export, geometric mean of p50 over the measured batch sizes)")
+    return {"chosen": best, "why": why, "speedup_vs_fp32": speedups, "rejected": rejected, "variants": results}
+
+
+def chosen_variant(root: Path, spec: ModelSpec) -> tuple[str, Path]:
+    """The variant `tritonize optimize` picked, or the plain export when the model was not optimized."""
+    manifest = load_manifest(root, spec)
+    name = manifest.get("optimize", {}).get("chosen")
+    if name is None:
+        return "fp32", model_dir(root, spec) / ONNX_FILE
+    return name, model_dir(root, spec) / "variants" / name / ONNX_FILE

@@ -1,0 +1,112 @@
+"""Numerical parity of an exported/optimized model against PyTorch, on fresh random inputs."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from tritonize.models.spec import ModelSpec, Tolerance
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class ParityError(RuntimeError):
+    """An exported or optimized model disagrees with PyTorch beyond its tolerance."""
+
+
+@dataclass
+class CaseResult:
+    batch: int
+    seq: int | None
+    max_abs_err: float
+    worst_output: str
+    within_tolerance: bool
+    top1_matches: int | None = None
+
+
+@dataclass
+class ParityReport:
+    """Parity over several cases. It passes when every element of every case is within
+    atol + rtol*|reference| and, for classifiers, the arg-max agrees on at least `min_top1` of all rows."""
+
+    precision: str
+    tolerance: dict
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        counted = [c for c in self.cases if c.top1_matches is not None]
+        if not counted:
+            return None
+        return sum(c.top1_matches for c in counted) / sum(c.batch for c in counted)
+
+    @property
+    def ok(self) -> bool:
+        top1 = self.top1_agreement
+        return all(c.within_tolerance for c in self.cases) and (top1 is None or top1 >= self.tolerance["min_top1"])
+
+    @property
+    def max_abs_err(self) -> float:
+        return max((c.max_abs_err for c in self.cases), default=0.0)
+
+    def worst(self) -> CaseResult:
+        return max(self.cases, key=lambda c: (not c.within_tolerance, c.max_abs_err))
+
+    def to_json(self) -> dict:
+        return {"precision": self.precision, "tolerance": self.tolerance, "ok": self.ok,
+                "max_abs_err": self.max_abs_err, "top1_agreement": self.top1_agreement,
+                "rows": sum(c.batch for c in self.cases), "cases": [asdict(c) for c in self.cases]}
+
+    def failure_message(self, spec: ModelSpec, what: str) -> str:
+        w = self.worst()
+        shape = f"batch {w.batch}" + (f", seq {w.seq}" if w.seq is not None else "")
+        top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.3f} over {sum(c.batch for c in self.cases)} rows"
+        return (f"model {spec.name!r}: {what} parity failed; worst at input shape {shape}: output {w.worst_output!r} "
+                f"max abs error {w.max_abs_err:.3g}{top1} (tolerance atol={self.tolerance['atol']}, "
+                f"rtol={self.tolerance['rtol']}, min top-1={self.tolerance['min_top1']})")
+
+
+def compare(spec: ModelSpec, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tol: Tolerance,
+            batch: int, seq: int | None) -> CaseResult:
+    worst_name, worst_err, within, top1 = "", -1.0, True, None
+    for name in spec.output_names:
+        exp, act = expected[name].astype(np.float64), actual[name].astype(np.float64)
+        if exp.shape != act.shape:
+            raise ParityError(f"model {spec.name!r}: output {name!r} has shape {act.shape}, PyTorch gives {exp.shape}")
+        diff = np.abs(exp - act)
+        err = float(diff.max()) if np.isfinite(act).all() else float("inf")
+        if err > worst_err:
+            worst_name, worst_err = name, err
+        within &= bool(np.all(diff <= tol.atol + tol.rtol * np.abs(exp)))
+        if spec.classifier:
+            matches = int(np.sum(exp.argmax(-1) == act.argmax(-1)))
+            top1 = matches if top1 is None else min(top1, matches)
+    return CaseResult(batch, seq, worst_err, worst_name, within, top1)
+
+
+def parity_cases(spec: ModelSpec) -> list[tuple[int, int | None]]:
+    """Batch 1, a middle batch and the max batch; every listed sequence length for sequence models."""
+    top = spec.serving.max_batch_size
+    batches = sorted({1, max(2, top // 4), top})
+    seqs = list(spec.seq_lens) if spec.has_seq else [None]
+    return [(b, s) for b in batches for s in seqs]
+
+
+def check_parity(spec: ModelSpec, reference: Runner, candidate: Runner, precision: str,
+                 cases: list[tuple[int, int | None]] | None = None, rng: np.random.Generator | None = None) -> ParityReport:
+    rng = rng if rng is not None else np.random.default_rng()
+    tol = spec.tolerance(precision)
+    report = ParityReport(precision, asdict(tol))
+    for batch, seq in cases or parity_cases(spec):
+        inputs = spec.example_inputs(batch, seq, rng)
+        report.cases.append(compare(spec, reference(inputs), candidate(inputs), tol, batch, seq))
+    return report
+
+
+def agreement_cases(spec: ModelSpec, total: int = 1000) -> list[tuple[int, int | None]]:
+    """`total` random rows in chunks of the max batch, for top-1 agreement of optimized variants."""
+    top = spec.serving.max_batch_size
+    sizes = [top] * (total // top) + ([total % top] if total % top else [])
+    seqs = list(spec.seq_lens) if spec.has_seq else [None]
+    return [(b, seqs[i % len(seqs)]) for i, b in enumerate(sizes)]

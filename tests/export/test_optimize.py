@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from tritonize.artifacts import load_manifest
+from tritonize.export.optimize import PRECISION, chosen_variant, pick_variant
+from tritonize.export.runtime import ort_session, run_ort, run_torch
+from tritonize.export.stage import load_module
+from tritonize.models import get_spec, model_names
+
+
+@pytest.mark.parametrize("name", model_names("onnx"))
+def test_every_variant_passes_parity_on_fresh_inputs(artifacts, name):
+    spec = get_spec(name)
+    module = load_module(spec, artifacts / name)
+    choice = load_manifest(artifacts, spec)["optimize"]
+    rng = np.random.default_rng()
+    for variant, result in choice["variants"].items():
+        assert result["built"], result.get("error")
+        tol = spec.tolerance(PRECISION[variant])
+        session = ort_session(artifacts / name / "variants" / variant / "model.onnx")
+        matches = rows = 0
+        for batch in (1, spec.serving.max_batch_size):
+            x = spec.example_inputs(batch, spec.default_seq(), rng)
+            expected, got = run_torch(module, spec, x)["logits"], run_ort(session, spec, x)["logits"]
+            assert np.all(np.abs(got - expected) <= tol.atol + tol.rtol * np.abs(expected)), variant
+            matches += int((got.argmax(1) == expected.argmax(1)).sum())
+            rows += batch
+        assert result["top1_agreement"] >= tol.min_top1
+        assert matches / rows >= tol.min_top1 - 0.1  # fewer rows than the report's 1,000: looser
+
+
+@pytest.mark.parametrize("name", model_names("onnx"))
+def test_choice_is_recorded_with_reasons_and_files(artifacts, name):
+    spec = get_spec(name)
+    manifest = load_manifest(artifacts, spec)
+    choice = json.loads((artifacts / name / "variants" / "choice.json").read_text())
+    assert choice == manifest["optimize"]
+    assert choice["chosen"] in choice["variants"] and choice["variants"][choice["chosen"]]["parity_ok"]
+    assert choice["chosen"] in choice["why"]
+    assert choice["variants"]["int8"]["top1_agreement"] is not None
+    assert {"variants/fp32/model.onnx", "variants/ort_opt/model.onnx", "variants/int8/model.onnx"} <= set(manifest["files"])
+    variant, path = chosen_variant(artifacts, spec)
+    assert variant == choice["chosen"] and path.is_file()
+
+
+def _result(p50s, ok=True):
+    return {"built": True, "parity_ok": ok, "max_abs_err": 0.0, "top1_agreement": 1.0,
+            "latency": {f"batch{i}": {"p50_ms": v} for i, v in enumerate(p50s)}}
+
+
+def test_pick_is_the_fastest_variant_within_tolerance():
+    results = {"fp32": _result([1.0, 10.0]), "ort_opt": _result([0.8, 9.0]), "int8": _result([0.1, 1.0], ok=False)}
+    choice = pick_variant(results)
+    assert choice["chosen"] == "ort_opt"
+    assert "int8" in choice["rejected"] and "parity failed" in choice["rejected"]["int8"]
+    assert choice["speedup_vs_fp32"]["ort_opt"] == pytest.approx(np.sqrt(10 / 7.2), rel=1e-3)

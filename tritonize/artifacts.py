@@ -1,0 +1,151 @@
+"""One artifact folder per model, described by a manifest, written atomically.
+
+`artifacts/<model>/manifest.json` records which spec produced the folder (name + fingerprint), every
+file with its SHA-256, the tool versions and each stage's report. A later stage calls
+`load_manifest`, which refuses a folder that is missing, half-written, from another spec or corrupted.
+Whole folders are built beside their final place and swapped in with a rename; single files are
+written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+from tritonize.models.spec import ModelSpec
+
+MANIFEST = "manifest.json"
+DEFAULT_ROOT = Path("artifacts")
+
+
+class ArtifactError(RuntimeError):
+    """An artifact folder that a stage cannot use, with what to do about it."""
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("tritonize", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "triton"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON to a temporary name beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty folder beside `final`; on success it replaces `final`, on error it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_dir(root: Path, spec: ModelSpec) -> Path:
+    return Path(root) / spec.name
+
+
+def new_manifest(spec: ModelSpec, folder: Path, files: list[str], **reports) -> dict:
+    return {
+        "model": spec.name,
+        "spec_fingerprint": spec.fingerprint(),
+        "created": now_iso(),
+        "versions": tool_versions(),
+        "files": {name: sha256(folder / name) for name in files},
+        **reports,
+    }
+
+
+def _under(name: str, folder: str) -> bool:
+    return name.startswith(folder.rstrip("/") + "/")
+
+
+def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under: str | None = None) -> dict:
+    """The manifest of `spec`'s artifact folder, after checking it belongs to `spec` and is intact.
+
+    `ignore_under` leaves a sub-folder out of the check (a stage about to rebuild it).
+    """
+    folder = model_dir(root, spec)
+    how = f"run `tritonize export {spec.name} --out {root}` to produce it"
+    if not folder.is_dir():
+        raise ArtifactError(f"model {spec.name!r}: no artifact folder at {folder}; {how}")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"model {spec.name!r}: {path} is missing (incomplete export?); {how}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"model {spec.name!r}: {path} is not valid JSON ({e}); {how}") from None
+    if manifest.get("model") != spec.name or manifest.get("spec_fingerprint") != spec.fingerprint():
+        raise ArtifactError(
+            f"model {spec.name!r}: {folder} was produced from another model description "
+            f"(expected {spec.name}@{spec.fingerprint()}, found "
+            f"{manifest.get('model')}@{manifest.get('spec_fingerprint')}); {how}"
+        )
+    if verify:
+        files = {k: v for k, v in manifest.get("files", {}).items() if not (ignore_under and _under(k, ignore_under))}
+        _verify_files(spec, folder, files, how)
+    return manifest
+
+
+def _verify_files(spec: ModelSpec, folder: Path, files: dict[str, str], how: str) -> None:
+    for name, digest in files.items():
+        file = folder / name
+        if not file.is_file():
+            raise ArtifactError(f"model {spec.name!r}: {file} is listed in the manifest but missing; {how}")
+        if sha256(file) != digest:
+            raise ArtifactError(f"model {spec.name!r}: {file} does not match its manifest digest (corrupted or edited); {how}")
+
+
+def update_manifest(root: Path, spec: ModelSpec, files: list[str], replace_under: str | None = None, **reports) -> dict:
+    """Add files (with fresh digests) and stage reports to an existing, verified manifest.
+
+    `replace_under` drops the entries of a sub-folder that the caller has just replaced as a whole.
+    """
+    folder = model_dir(root, spec)
+    manifest = load_manifest(root, spec, ignore_under=replace_under)
+    if replace_under:
+        manifest["files"] = {k: v for k, v in manifest["files"].items() if not _under(k, replace_under)}
+    manifest["files"].update({name: sha256(folder / name) for name in files})
+    manifest.update(reports)
+    write_json(folder / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,104 @@
+"""The registry: every model tritonize knows, each described once."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tritonize.models import nets
+from tritonize.models.spec import BATCH, SEQ, ModelSpec, ServingHints, TensorSpec, Tolerance
+
+FP32 = Tolerance(atol=1e-4, rtol=1e-3)
+# Dynamic INT8 quantization moves logits by a few hundredths; the bound catches a broken graph, the
+# top-1 floor the decisions. Random inputs to random-weight models give small logit margins, so
+# agreement here is a worst case (measured 0.95-0.98 over 1,000 rows).
+INT8 = Tolerance(atol=0.5, rtol=0.1, min_top1=0.9)
+FP16 = Tolerance(atol=2e-2, rtol=2e-2, min_top1=0.99)
+
+
+def seeded(seed: int, build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """A factory whose weights are the same on every call and machine (fixed seed, eval mode)."""
+
+    def factory() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build()
+        return model.eval()
+
+    return factory
+
+
+def _logits(n: int) -> tuple[TensorSpec, ...]:
+    return (TensorSpec("logits", "float32", (BATCH, n)),)
+
+
+TOLERANCES = {"fp32": FP32, "int8": INT8, "fp16": FP16}
+
+_SPECS = [
+    ModelSpec(
+        name="mlp",
+        description="MLP 784-128-64-10 on flattened 28x28 images",
+        factory=seeded(1, nets.MLP),
+        inputs=(TensorSpec("x", "float32", (BATCH, 784)),),
+        outputs=_logits(10),
+        tolerances=TOLERANCES,
+        serving=ServingHints(max_batch_size=64, preferred_batch_sizes=(8, 32)),
+        seed=1,
+    ),
+    ModelSpec(
+        name="cnn",
+        description="2x (conv3x3 + ReLU + maxpool2), 3->32->64 channels, FC 2304->128->10 on 3x24x24 images",
+        factory=seeded(2, nets.CNN),
+        inputs=(TensorSpec("x", "float32", (BATCH, 3, 24, 24)),),
+        outputs=_logits(10),
+        tolerances=TOLERANCES,
+        serving=ServingHints(max_batch_size=64, preferred_batch_sizes=(8, 32), max_queue_delay_us=500),
+        seed=2,
+    ),
+    ModelSpec(
+        name="lstm",
+        description="2-layer LSTM (input 10, hidden 8) over a variable-length sequence, 2 classes",
+        factory=seeded(3, nets.LSTMClassifier),
+        inputs=(TensorSpec("x", "float32", (BATCH, SEQ, 10)),),
+        outputs=_logits(2),
+        tolerances=TOLERANCES,
+        serving=ServingHints(max_batch_size=32),
+        seed=3,
+        seq_lens=(1, 7, 32),
+        max_seq_len=256,
+    ),
+    ModelSpec(
+        name="transformer",
+        description="token ids -> embedding + sinusoidal positions -> 2 encoder layers (4 heads, d=64) -> mean pool -> 2 classes",
+        factory=seeded(4, nets.TransformerClassifier),
+        inputs=(
+            TensorSpec("input_ids", "int64", (BATCH, SEQ), kind="token_ids", vocab_size=1000),
+            TensorSpec("attention_mask", "int64", (BATCH, SEQ), kind="mask"),
+        ),
+        outputs=_logits(2),
+        tolerances=TOLERANCES,
+        serving=ServingHints(max_batch_size=32),
+        seed=4,
+        seq_lens=(1, 17, 64),
+        max_seq_len=128,
+    ),
+]
+
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None
+
+
+def model_names(runtime: str | None = None) -> list[str]:
+    return [n for n, s in REGISTRY.items() if runtime is None or s.runtime == runtime]

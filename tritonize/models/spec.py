@@ -1,0 +1,191 @@
+"""The one description of a model that every stage reads.
+
+A `ModelSpec` says what a model is (its PyTorch factory with deterministic weights), what goes in and
+out (names, dtypes, shapes with named dynamic axes, how to make a valid random example), how close an
+exported or optimized copy must stay (tolerances per precision) and how it should be served. Export,
+repository generation, the client's validation and the benchmarks all take their facts from here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+BATCH = "batch"
+SEQ = "seq"
+
+# numpy dtype name -> Triton data type name (model_config.proto's DataType without the TYPE_ prefix).
+TRITON_DTYPES = {
+    "float32": "FP32",
+    "float16": "FP16",
+    "int64": "INT64",
+    "int32": "INT32",
+    "bool": "BOOL",
+    "bytes": "STRING",  # BYTES on the wire; TYPE_STRING in model_config.proto
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor.
+
+    `shape` holds ints for fixed axes and names for dynamic ones; the first axis is always `batch`.
+    `kind` says how a valid random example is made:
+      - "dense": standard normal values,
+      - "token_ids": integers in [0, vocab_size),
+      - "mask": 1 for real tokens, 0 for padding, at least one real token per row,
+      - "text": UTF-8 strings (BYTES), tokenized server-side by `tokenizer` (later models).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    kind: str = "dense"
+    vocab_size: int = 0
+    tokenizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in TRITON_DTYPES:
+            raise ValueError(f"tensor {self.name!r}: dtype must be one of {sorted(TRITON_DTYPES)}, got {self.dtype!r}")
+        if not self.shape or self.shape[0] != BATCH:
+            raise ValueError(f"tensor {self.name!r}: the first axis must be {BATCH!r}, got shape {self.shape}")
+        if self.kind not in ("dense", "token_ids", "mask", "text"):
+            raise ValueError(f"tensor {self.name!r}: unknown kind {self.kind!r}")
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: a for i, a in enumerate(self.shape) if isinstance(a, str)}
+
+    @property
+    def triton_dtype(self) -> str:
+        return TRITON_DTYPES[self.dtype]
+
+    def dims_without_batch(self) -> list[int]:
+        """Triton's `dims`: the shape after the batch axis, -1 for every dynamic axis."""
+        return [-1 if isinstance(a, str) else a for a in self.shape[1:]]
+
+    def concrete_shape(self, batch: int, seq: int | None = None) -> tuple[int, ...]:
+        out = []
+        for axis in self.shape:
+            if axis == BATCH:
+                out.append(batch)
+            elif axis == SEQ:
+                if seq is None:
+                    raise ValueError(f"tensor {self.name!r} has a {SEQ!r} axis: a sequence length is needed")
+                out.append(seq)
+            elif isinstance(axis, str):
+                raise ValueError(f"tensor {self.name!r}: no size known for dynamic axis {axis!r}")
+            else:
+                out.append(axis)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close a copy of the model must stay to PyTorch FP32.
+
+    Outputs must satisfy |a - b| <= atol + rtol * |b| elementwise, and, for classifiers, the arg-max
+    must agree on at least `min_top1` of the rows.
+    """
+
+    atol: float
+    rtol: float
+    min_top1: float = 1.0
+
+
+@dataclass(frozen=True)
+class ServingHints:
+    max_batch_size: int = 64
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    instance_count: int = 1
+    # ONNX Runtime intra-op threads per instance. On a small CPU machine the server, its instances
+    # and the clients share the cores, so one thread without spin-waiting serves best.
+    ort_threads: int = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    factory: Callable[[], "object"] = field(compare=False, repr=False)
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    tolerances: Mapping[str, Tolerance] = field(compare=False)
+    serving: ServingHints = ServingHints()
+    seed: int = 0
+    classifier: bool = True
+    # Sequence lengths to check parity at, and the one used for examples and tracing.
+    seq_lens: tuple[int, ...] = ()
+    max_seq_len: int = 0
+    # A variant runs another factory over the same weights as `variant_of` (e.g. a fused kernel).
+    variant_of: str | None = None
+    # Where the model can run: "onnx" models are exported and served through ONNX Runtime; "torch"
+    # models (custom kernels) are served by the PyTorch runner.
+    runtime: str = "onnx"
+
+    @property
+    def has_seq(self) -> bool:
+        return any(SEQ in t.shape for t in self.inputs)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def tolerance(self, precision: str) -> Tolerance:
+        try:
+            return self.tolerances[precision]
+        except KeyError:
+            raise KeyError(
+                f"model {self.name!r} has no tolerance for precision {precision!r}; known: {sorted(self.tolerances)}"
+            ) from None
+
+    def default_seq(self) -> int | None:
+        return self.seq_lens[len(self.seq_lens) // 2] if self.has_seq else None
+
+    def check_seq(self, seq: int | None) -> int | None:
+        if not self.has_seq:
+            return None
+        seq = self.default_seq() if seq is None else seq
+        if not 1 <= seq <= self.max_seq_len:
+            raise ValueError(f"model {self.name!r}: sequence length must be in [1, {self.max_seq_len}], got {seq}")
+        return seq
+
+    def example_inputs(self, batch: int, seq: int | None = None, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """A valid random request: one array per input, batch rows, `seq` tokens/steps where dynamic."""
+        rng = rng if rng is not None else np.random.default_rng()
+        seq = self.check_seq(seq)
+        lengths = rng.integers(1, (seq or 1) + 1, size=batch)
+        if seq:
+            lengths[0] = seq  # one full row, so the padded length is really used
+        out = {}
+        for t in self.inputs:
+            shape = t.concrete_shape(batch, seq)
+            if t.kind == "dense":
+                out[t.name] = rng.standard_normal(shape).astype(t.dtype)
+            elif t.kind == "token_ids":
+                out[t.name] = rng.integers(0, t.vocab_size, size=shape).astype(t.dtype)
+            elif t.kind == "mask":
+                out[t.name] = (np.arange(shape[1])[None, :] < lengths[:, None]).astype(t.dtype)
+            else:
+                raise NotImplementedError(f"example inputs for {t.kind!r} tensors (input {t.name!r})")
+        return out
+
+    def fingerprint(self) -> str:
+        """A digest of the facts an artifact depends on; a later stage refuses artifacts from another spec."""
+        facts = {
+            "name": self.name,
+            "inputs": [(t.name, t.dtype, list(t.shape), t.kind, t.vocab_size) for t in self.inputs],
+            "outputs": [(t.name, t.dtype, list(t.shape)) for t in self.outputs],
+            "seed": self.seed,
+            "variant_of": self.variant_of,
+            "max_seq_len": self.max_seq_len,
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
