@@ -37,7 +37,7 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _configs():
-    if _INTERPRET:
+    if _INTERPRET:  # one config (autotuning needs a GPU), large blocks: few, wide numpy ops
         return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
     shapes = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
         (32, 32, 32, 2, 3),

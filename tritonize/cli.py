@@ -76,6 +76,42 @@ def cmd_optimize(args) -> int:
     return 0
 
 
+def cmd_repo(args) -> int:
+    from tritonize.repository.writer import build_repository
+
+    specs = _specs(args.models)
+    with console.status(f"building the {args.target} repository"):
+        index = build_repository(specs, args.artifacts, args.out, args.target)
+    table = Table("model", "runner", "variant", title=f"Triton model repository ({args.target}) -> {args.out}")
+    for name, info in index["models"].items():
+        table.add_row(name, info["runner"], info["variant"])
+    out.print(table)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import time
+
+    from tritonize.server import TritonServer
+
+    server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout)
+    with console.status(f"starting {server.binary.path} on {args.repo}"):
+        server.start()
+    try:
+        out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
+                  f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
+                  "Ctrl-C stops the server.")
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        console.print("stopping (SIGINT, waiting for in-flight requests)...")
+        return 0
+    finally:
+        server.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritonize", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_models(sub.add_parser("optimize", help="ORT-optimized and INT8 CPU variants, checked, timed, one picked"))
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.set_defaults(func=cmd_optimize)
+
+    from tritonize.repository.writer import DEFAULT_OUT
+
+    p = sub.add_parser("repo", help="a Triton model repository (config.pbtxt + versioned files) from the artifacts")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: all exportable)")
+    p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu: Python backend + ONNX Runtime (what the bundled server runs); gpu: NVIDIA's container")
+    p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
+    p.set_defaults(func=cmd_repo)
+
+    p = sub.add_parser("serve", help="run tritonserver on a repository until Ctrl-C")
+    p.add_argument("--repo", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
+    p.add_argument("--models", nargs="+", help="models to load (default: every model in the repository)")
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--grpc-port", type=int)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--server", help="path to a tritonserver binary (default: PATH, then nvidia-pytriton's)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default: %(default)s)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -103,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     from tritonize.artifacts import ArtifactError
     from tritonize.export.onnx_export import ExportError
     from tritonize.export.parity import ParityError
+    from tritonize.server import ServerError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownModelError, ArtifactError, ExportError, ParityError, CliError, ValueError) as e:
+    except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, CliError, ValueError) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:

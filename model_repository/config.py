@@ -1,0 +1,86 @@
+"""Triton model configs built with Triton's own protobuf schema, from the model description.
+
+Targets differ in one place only (`TARGETS`): which backend/platform runs the model, what kind of
+instance, and which accelerator settings. Everything else (names, dtypes, dims, batching) comes from
+the `ModelSpec`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonize.models.spec import ModelSpec, TensorSpec
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    instance_kind: int
+    # How the chosen ONNX file is run: "python" (our onnxruntime runner, the only backend the
+    # bundled CPU server has), "onnxruntime_onnx" or "tensorrt_plan" (Triton's own backends).
+    runner: str
+
+
+TARGETS = {
+    "cpu": Target("cpu", mc.ModelInstanceGroup.KIND_CPU, runner="python"),
+    "gpu": Target("gpu", mc.ModelInstanceGroup.KIND_GPU, runner="onnxruntime_onnx"),
+}
+
+MODEL_FILES = {"python": "model.py", "onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
+
+
+def _tensor(t: TensorSpec, message):
+    return message(name=t.name, data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"), dims=t.dims_without_batch())
+
+
+def _warmup(spec: ModelSpec) -> mc.ModelWarmup:
+    """One zero-filled batch-1 request at the default sequence length: zeros are valid for every
+    input kind (token id 0, an all-padding mask is handled), and random token ids may not be."""
+    seq = spec.default_seq()
+    inputs = {t.name: mc.ModelWarmup.Input(data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"),
+                                           dims=list(t.concrete_shape(1, seq)[1:]), zero_data=True)
+              for t in spec.inputs}
+    return mc.ModelWarmup(name="zeros_batch1", batch_size=1, inputs=inputs)
+
+
+def build_config(spec: ModelSpec, target: str, runner: str | None = None, parameters: dict[str, str] | None = None,
+                 name: str | None = None) -> mc.ModelConfig:
+    """The `ModelConfig` for one model on one target. `runner` overrides the target's (e.g. a
+    `tensorrt_plan` where an engine was built); `parameters` reach a Python backend's model.py."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    t = TARGETS[target]
+    runner = runner or t.runner
+    hints = spec.serving
+    config = mc.ModelConfig(
+        name=name or spec.name,
+        max_batch_size=hints.max_batch_size,
+        input=[_tensor(i, mc.ModelInput) for i in spec.inputs],
+        output=[_tensor(o, mc.ModelOutput) for o in spec.outputs],
+        instance_group=[mc.ModelInstanceGroup(kind=t.instance_kind, count=hints.instance_count)],
+        dynamic_batching=mc.ModelDynamicBatching(preferred_batch_size=list(hints.preferred_batch_sizes),
+                                                 max_queue_delay_microseconds=hints.max_queue_delay_us),
+        model_warmup=[_warmup(spec)],
+    )
+    if runner == "python":
+        config.backend = "python"
+    else:
+        config.platform = runner
+        config.default_model_filename = MODEL_FILES[runner]
+    if runner == "onnxruntime_onnx" and t.instance_kind == mc.ModelInstanceGroup.KIND_GPU:
+        trt = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(
+            name="tensorrt", parameters={"precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30)})
+        config.optimization.execution_accelerators.gpu_execution_accelerator.append(trt)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = str(value)
+    return config
+
+
+def to_pbtxt(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def parse_pbtxt(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())

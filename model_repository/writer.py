@@ -1,0 +1,58 @@
+"""`tritonize repo`: a Triton model repository from the export artifacts.
+
+Layout: `<out>/<model>/config.pbtxt`, `<out>/<model>/<version>/model.{py,onnx,plan}` and
+`<out>/repository.json` (which artifact and variant each model came from). The whole repository is
+built beside `<out>` and swapped in, so a server never sees half of it, and the same artifacts give
+the same bytes every time.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tritonize.artifacts import atomic_dir, load_manifest, write_json
+from tritonize.export.optimize import chosen_variant
+from tritonize.export.stage import ONNX_FILE
+from tritonize.models.spec import ModelSpec
+from tritonize.repository.config import TARGETS, build_config, to_pbtxt
+
+BACKENDS = Path(__file__).parent / "backends"
+DEFAULT_OUT = Path("build/model_repository")
+INDEX_FILE = "repository.json"
+
+
+def _cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path) -> tuple[dict, dict]:
+    variant, onnx_path = chosen_variant(artifacts, spec)
+    shutil.copyfile(onnx_path, version_dir / ONNX_FILE)
+    shutil.copyfile(BACKENDS / "onnxruntime" / "model.py", version_dir / "model.py")
+    params = {"onnx_file": ONNX_FILE, "intra_op_threads": spec.serving.ort_threads, "allow_spinning": 0}
+    return {"runner": "python/onnxruntime", "variant": variant}, params
+
+
+def _gpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path) -> tuple[dict, dict]:
+    # The CPU variants (INT8 with CPU-only integer ops, graphs optimized for the CPU provider) do not
+    # belong on a GPU: the FP32 export goes there, and TensorRT picks its own precision.
+    shutil.copyfile(artifacts / spec.name / ONNX_FILE, version_dir / ONNX_FILE)
+    return {"runner": "onnxruntime_onnx+tensorrt", "variant": "fp32"}, {}
+
+
+def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_OUT, target: str = "cpu",
+                     version: int = 1) -> dict:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    if not specs:
+        raise ValueError("no models to put in the repository")
+    index = {"target": target, "version": version, "models": {}}
+    with atomic_dir(out) as tmp:
+        for spec in specs:
+            manifest = load_manifest(artifacts, spec)
+            version_dir = tmp / spec.name / str(version)
+            version_dir.mkdir(parents=True)
+            make = _cpu_model if target == "cpu" else _gpu_model
+            info, params = make(spec, artifacts, version_dir)
+            config = build_config(spec, target, parameters=params)
+            (tmp / spec.name / "config.pbtxt").write_text(to_pbtxt(config))
+            index["models"][spec.name] = {**info, "spec_fingerprint": manifest["spec_fingerprint"],
+                                          "artifact_onnx_sha256": manifest["files"][ONNX_FILE]}
+        write_json(tmp / INDEX_FILE, index)
+    return index

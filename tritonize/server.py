@@ -1,0 +1,249 @@
+"""A real `tritonserver`, started and stopped from Python.
+
+`TritonServer` finds a server binary (on PATH as in NVIDIA's container, else the one bundled in the
+`nvidia-pytriton` wheel), prepares a backend directory for the bundled one, starts it on free
+loopback ports, waits until it is ready, and stops it with SIGINT. The CLI's `serve`, the tests and
+the benchmarks all use it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import util as import_util
+from pathlib import Path
+
+HOST = "127.0.0.1"
+INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "
+                "or run inside NVIDIA's container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3) where `tritonserver` is on PATH")
+
+
+class ServerError(RuntimeError):
+    """The server could not be found, started, or did not become ready; says why."""
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    path: Path
+    bundled: bool  # the nvidia-pytriton build, which needs a backend directory of our own
+
+
+def find_server(explicit: str | os.PathLike | None = None) -> ServerBinary:
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ServerError(f"no executable tritonserver at {path}; {INSTALL_HINT}")
+        return ServerBinary(path, bundled=False)
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return ServerBinary(Path(on_path), bundled=False)
+    root = _pytriton_server_dir()
+    if root and (root / "bin" / "tritonserver").is_file():
+        return ServerBinary(root / "bin" / "tritonserver", bundled=True)
+    raise ServerError(f"no tritonserver found on PATH or in the nvidia-pytriton package; {INSTALL_HINT}")
+
+
+def _pytriton_server_dir() -> Path | None:
+    found = import_util.find_spec("pytriton")
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / "tritonserver"
+
+
+def prepare_backend_dir(target: Path) -> Path:
+    """`<target>/python/` with the bundled Python backend and the stub for this interpreter's version.
+
+    The wheel's own backends folder lacks the stub, and the stub must match the running Python."""
+    root = _pytriton_server_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = {
+        "libtriton_python.so": root / "backends" / "python" / "libtriton_python.so",
+        "triton_python_backend_utils.py": root / "backends" / "python" / "triton_python_backend_utils.py",
+        "triton_python_backend_stub": root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    }
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for name, src in sources.items():
+        if not src.is_file():
+            raise ServerError(f"the bundled server lacks {src} (Python {version}); {INSTALL_HINT}")
+        link = python_dir / name
+        if not link.exists():
+            link.symlink_to(src)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def check_port_free(port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            raise ServerError(f"{what} port {port} on {HOST} is in use ({e.strerror}); pick another with --{what}-port") from None
+
+
+def _server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The Python backend stub finds its environment through `python3` on PATH (it ignores PYTHONPATH),
+    # so this interpreter's bin folder goes first; and it should load this interpreter's libpython.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    libdir = Path(sys.base_prefix) / "lib"
+    if any(libdir.glob("libpython3*.so*")):
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libdir), env.get("LD_LIBRARY_PATH", "")]))
+    return env
+
+
+FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:]*:\s*(.*)")
+
+
+def load_failures(log: str) -> dict[str, str]:
+    """Model name -> the server's reason, from the lines of a server log that report a failed load."""
+    return {m.group(1): m.group(2).strip() for m in FAILED_LOAD.finditer(log)}
+
+
+class TritonServer:
+    """A running tritonserver as a context manager.
+
+    >>> with TritonServer("build/model_repository") as server:
+    ...     print(server.grpc_url)
+    """
+
+    def __init__(self, repository: str | os.PathLike, models: list[str] | None = None, *,
+                 http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
+                 binary: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
+                 stop_timeout_s: float = 30.0, log_verbose: int = 0, extra_args: list[str] | None = None):
+        self.repository = Path(repository).resolve()
+        if not self.repository.is_dir():
+            raise ServerError(f"no model repository at {self.repository}; create one with `tritonize repo`")
+        self.models = models if models is not None else sorted(
+            p.name for p in self.repository.iterdir() if (p / "config.pbtxt").is_file())
+        if not self.models:
+            raise ServerError(f"the model repository {self.repository} holds no model (no */config.pbtxt)")
+        for name, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
+            if port is not None:
+                check_port_free(port, name)
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.binary = find_server(binary)
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.log_verbose = log_verbose
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen | None = None
+        self._workdir: tempfile.TemporaryDirectory | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{HOST}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+    def command(self, backend_dir: Path | None) -> list[str]:
+        cmd = [str(self.binary.path), f"--model-repository={self.repository}",
+               # Explicit loading: a repository may also hold configs for other targets (GPU) that
+               # this server cannot load; only the named models are loaded.
+               "--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models],
+               f"--http-address={HOST}", f"--grpc-address={HOST}", f"--metrics-address={HOST}",
+               f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+               f"--log-verbose={self.log_verbose}", f"--exit-timeout-secs={int(self.stop_timeout_s)}"]
+        if backend_dir is not None:
+            cmd += [f"--backend-directory={backend_dir}", "--pinned-memory-pool-byte-size=0",
+                    "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false"]
+        return cmd + self.extra_args
+
+    def start(self) -> "TritonServer":
+        self._workdir = tempfile.TemporaryDirectory(prefix="tritonize-server-")
+        work = Path(self._workdir.name)
+        backend_dir = prepare_backend_dir(work / "backends") if self.binary.bundled else None
+        self.log_path = work / "server.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
+                                            env=_server_env(), start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise self._startup_error(f"tritonserver exited with code {self.process.returncode} while starting")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        raise self._startup_error(f"tritonserver was not ready after {self.ready_timeout_s:.0f} s")
+
+    def _startup_error(self, what: str) -> ServerError:
+        log = self.log()
+        failures = load_failures(log)
+        if failures:
+            what += "; " + "; ".join(f"model {name!r} failed to load: {why}" for name, why in failures.items())
+        if "Address already in use" in log or "address in use" in log.lower():
+            what += "; a port is in use (another server?)"
+        return ServerError(f"{what}\n--- last lines of the server log ---\n{self.log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGINT (the server finishes in-flight requests), then SIGKILL after the stop timeout."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait()
+            code = self.process.returncode
+            self.process = None
+        return code
+
+    def close(self) -> None:
+        self.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
