@@ -1,0 +1,80 @@
+import filecmp
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonize.artifacts import ArtifactError
+from tritonize.models import get_spec, model_names
+from tritonize.repository.config import build_config, parse_pbtxt, to_pbtxt
+from tritonize.repository.writer import build_repository
+
+MODELS = model_names("onnx")
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+@pytest.mark.parametrize("name", MODELS)
+def test_configs_round_trip_through_the_schema(name, target):
+    config = build_config(get_spec(name), target)
+    assert parse_pbtxt(to_pbtxt(config)) == config
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cpu_config_takes_its_facts_from_the_spec(name):
+    spec = get_spec(name)
+    config = build_config(spec, "cpu", parameters={"onnx_file": "model.onnx"})
+    assert config.backend == "python" and not config.platform
+    assert config.max_batch_size == spec.serving.max_batch_size
+    assert [i.name for i in config.input] == spec.input_names
+    assert [o.name for o in config.output] == spec.output_names
+    for i, t in zip(config.input, spec.inputs):
+        assert list(i.dims) == t.dims_without_batch()
+        assert mc.DataType.Name(i.data_type) == f"TYPE_{t.triton_dtype}"
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert list(config.dynamic_batching.preferred_batch_size) == list(spec.serving.preferred_batch_sizes)
+    assert config.model_warmup[0].batch_size == 1
+    assert set(config.model_warmup[0].inputs) == set(spec.input_names)
+    assert config.parameters["onnx_file"].string_value == "model.onnx"
+
+
+def test_gpu_config_uses_onnxruntime_with_tensorrt_fp16():
+    config = build_config(get_spec("cnn"), "gpu")
+    assert config.platform == "onnxruntime_onnx" and config.default_model_filename == "model.onnx"
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    accel = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
+
+
+def test_unknown_target_is_rejected():
+    with pytest.raises(ValueError, match="target must be one of \\['cpu', 'gpu'\\], got 'tpu'"):
+        build_config(get_spec("mlp"), "tpu")
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_repository_layout_is_complete_and_regeneration_is_idempotent(artifacts, tmp_path, target):
+    specs = [get_spec(n) for n in MODELS]
+    out = tmp_path / "repo"
+    first = build_repository(specs, artifacts, out, target)
+    snapshot = tmp_path / "first"
+    import shutil
+
+    shutil.copytree(out, snapshot)
+    second = build_repository(specs, artifacts, out, target)
+    assert first == second
+    cmp = filecmp.dircmp(out, snapshot)
+    assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
+    for name in MODELS:
+        config = parse_pbtxt((out / name / "config.pbtxt").read_text())
+        assert config.name == name
+        files = {p.name for p in (out / name / "1").iterdir()}
+        assert files == ({"model.py", "model.onnx"} if target == "cpu" else {"model.onnx"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "repo"]  # no temporary folders left
+
+
+def test_a_failed_build_leaves_the_old_repository_untouched(artifacts, tmp_path):
+    out = tmp_path / "repo"
+    build_repository([get_spec("mlp")], artifacts, out)
+    before = (out / "mlp" / "config.pbtxt").read_text()
+    with pytest.raises(ArtifactError, match="no artifact folder"):
+        build_repository([get_spec("mlp"), get_spec("cnn")], tmp_path / "no-artifacts", out)
+    assert (out / "mlp" / "config.pbtxt").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
