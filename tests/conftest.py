@@ -20,3 +20,22 @@ def artifacts(tmp_path_factory):
         export_model(get_spec(name), root)
         optimize_model(get_spec(name), root, latency_iters=20)
     return root
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(artifacts, tmp_path_factory):
+    """A CPU-target model repository of every exportable model."""
+    from tritonize.repository.writer import build_repository
+
+    out = tmp_path_factory.mktemp("serving") / "model_repository"
+    build_repository([get_spec(n) for n in model_names("onnx")], artifacts, out, "cpu")
+    return out
+
+
+@pytest.fixture(scope="session")
+def server(cpu_repository):
+    """One real tritonserver for all serving tests, on free loopback ports."""
+    from tritonize.server import TritonServer
+
+    with TritonServer(cpu_repository) as s:
+        yield s
