@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tritonize.artifacts import atomic_dir, load_manifest, write_json
 from tritonize.export.optimize import chosen_variant
-from tritonize.export.stage import ONNX_FILE
+from tritonize.export.stage import ONNX_FILE, WEIGHTS_FILE
+from tritonize.models import get_spec
 from tritonize.models.spec import ModelSpec
 from tritonize.repository.config import TARGETS, build_config, to_pbtxt
 
@@ -21,19 +22,37 @@ DEFAULT_OUT = Path("build/model_repository")
 INDEX_FILE = "repository.json"
 
 
-def _cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path) -> tuple[dict, dict]:
+def _python_backend(runner: str, version_dir: Path) -> None:
+    shutil.copyfile(BACKENDS / runner / "model.py", version_dir / "model.py")
+    shutil.copyfile(BACKENDS / "request_batching.py", version_dir / "request_batching.py")
+
+
+def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
     variant, onnx_path = chosen_variant(artifacts, spec)
     shutil.copyfile(onnx_path, version_dir / ONNX_FILE)
-    shutil.copyfile(BACKENDS / "onnxruntime" / "model.py", version_dir / "model.py")
+    _python_backend("onnxruntime", version_dir)
     params = {"onnx_file": ONNX_FILE, "intra_op_threads": spec.serving.ort_threads, "allow_spinning": 0}
     return {"runner": "python/onnxruntime", "variant": variant}, params
 
 
-def _gpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path) -> tuple[dict, dict]:
+def _onnx_gpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
     # The CPU variants (INT8 with CPU-only integer ops, graphs optimized for the CPU provider) do not
     # belong on a GPU: the FP32 export goes there, and TensorRT picks its own precision.
     shutil.copyfile(artifacts / spec.name / ONNX_FILE, version_dir / ONNX_FILE)
     return {"runner": "onnxruntime_onnx+tensorrt", "variant": "fp32"}, {}
+
+
+def _torch_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
+    shutil.copyfile(artifacts / spec.variant_of / WEIGHTS_FILE, version_dir / WEIGHTS_FILE)
+    _python_backend("pytorch", version_dir)
+    params = {"model": spec.name, "weights_file": WEIGHTS_FILE, "device": "cuda" if target == "gpu" else "cpu"}
+    return {"runner": "python/pytorch", "variant": f"{spec.name} (weights of {spec.variant_of})"}, params
+
+
+def _model_maker(spec: ModelSpec, target: str):
+    if spec.runtime == "torch":
+        return _torch_model, "python"
+    return (_onnx_cpu_model, None) if target == "cpu" else (_onnx_gpu_model, None)
 
 
 def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_OUT, target: str = "cpu",
@@ -45,12 +64,13 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
     index = {"target": target, "version": version, "models": {}}
     with atomic_dir(out) as tmp:
         for spec in specs:
-            manifest = load_manifest(artifacts, spec)
+            # A variant (custom kernels) is served from the artifacts of the model it is a variant of.
+            manifest = load_manifest(artifacts, get_spec(spec.variant_of) if spec.variant_of else spec)
             version_dir = tmp / spec.name / str(version)
             version_dir.mkdir(parents=True)
-            make = _cpu_model if target == "cpu" else _gpu_model
-            info, params = make(spec, artifacts, version_dir)
-            config = build_config(spec, target, parameters=params)
+            make, runner = _model_maker(spec, target)
+            info, params = make(spec, artifacts, version_dir, target)
+            config = build_config(spec, target, runner=runner, parameters=params)
             (tmp / spec.name / "config.pbtxt").write_text(to_pbtxt(config))
             index["models"][spec.name] = {**info, "spec_fingerprint": manifest["spec_fingerprint"],
                                           "artifact_onnx_sha256": manifest["files"][ONNX_FILE]}

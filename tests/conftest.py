@@ -24,11 +24,11 @@ def artifacts(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cpu_repository(artifacts, tmp_path_factory):
-    """A CPU-target model repository of every exportable model."""
+    """A CPU-target model repository of every model, kernel variants included."""
     from tritonize.repository.writer import build_repository
 
     out = tmp_path_factory.mktemp("serving") / "model_repository"
-    build_repository([get_spec(n) for n in model_names("onnx")], artifacts, out, "cpu")
+    build_repository([get_spec(n) for n in model_names()], artifacts, out, "cpu")
     return out
 
 

@@ -79,7 +79,7 @@ def cmd_optimize(args) -> int:
 def cmd_repo(args) -> int:
     from tritonize.repository.writer import build_repository
 
-    specs = _specs(args.models)
+    specs = _specs(args.models, runtime=None)
     with console.status(f"building the {args.target} repository"):
         index = build_repository(specs, args.artifacts, args.out, args.target)
     table = Table("model", "runner", "variant", title=f"Triton model repository ({args.target}) -> {args.out}")
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tritonize.repository.writer import DEFAULT_OUT
 
     p = sub.add_parser("repo", help="a Triton model repository (config.pbtxt + versioned files) from the artifacts")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: all exportable)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: all, kernel variants included)")
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                    help="cpu: Python backend + ONNX Runtime (what the bundled server runs); gpu: NVIDIA's container")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")

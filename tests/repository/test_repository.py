@@ -9,6 +9,7 @@ from tritonize.repository.config import build_config, parse_pbtxt, to_pbtxt
 from tritonize.repository.writer import build_repository
 
 MODELS = model_names("onnx")
+VARIANTS = model_names("torch")
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
@@ -51,7 +52,7 @@ def test_unknown_target_is_rejected():
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
 def test_repository_layout_is_complete_and_regeneration_is_idempotent(artifacts, tmp_path, target):
-    specs = [get_spec(n) for n in MODELS]
+    specs = [get_spec(n) for n in MODELS + VARIANTS]
     out = tmp_path / "repo"
     first = build_repository(specs, artifacts, out, target)
     snapshot = tmp_path / "first"
@@ -66,7 +67,13 @@ def test_repository_layout_is_complete_and_regeneration_is_idempotent(artifacts,
         config = parse_pbtxt((out / name / "config.pbtxt").read_text())
         assert config.name == name
         files = {p.name for p in (out / name / "1").iterdir()}
-        assert files == ({"model.py", "model.onnx"} if target == "cpu" else {"model.onnx"})
+        assert files == ({"model.py", "request_batching.py", "model.onnx"} if target == "cpu" else {"model.onnx"})
+    for name in VARIANTS:
+        config = parse_pbtxt((out / name / "config.pbtxt").read_text())
+        assert config.backend == "python" and config.parameters["model"].string_value == name
+        assert config.parameters["device"].string_value == ("cpu" if target == "cpu" else "cuda")
+        assert config.instance_group[0].kind == (mc.ModelInstanceGroup.KIND_CPU if target == "cpu" else mc.ModelInstanceGroup.KIND_GPU)
+        assert {p.name for p in (out / name / "1").iterdir()} == {"model.py", "request_batching.py", "weights.safetensors"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "repo"]  # no temporary folders left
 
 

@@ -115,3 +115,17 @@ def test_cli_serve_prints_endpoints_and_stops_on_ctrl_c(cpu_repository):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("name", model_names("torch"))
+def test_kernel_variants_are_served_and_match_the_plain_model(server, artifacts, name):
+    from tritonize.export.runtime import run_torch
+    from tritonize.export.stage import load_module
+
+    spec = get_spec(name)
+    base = get_spec(spec.variant_of)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = spec.example_inputs(2, spec.default_seq())
+    served = client.infer(name, _request(grpcclient, spec, inputs)).as_numpy("logits")
+    expected = run_torch(load_module(base, artifacts / base.name), base, inputs)["logits"]
+    np.testing.assert_allclose(served, expected, atol=1e-4, rtol=1e-4)

@@ -36,6 +36,15 @@ class ConvReluPool(nn.Module):
         return F.max_pool2d(F.relu(self.conv(x)), 2)
 
 
+class FusedConvReluPool(ConvReluPool):
+    """The same block (same parameters) run by the fused Triton kernel: the conv output never hits memory."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from tritonize.kernels.conv_relu_pool import conv2d_relu_maxpool2d
+
+        return conv2d_relu_maxpool2d(x, self.conv.weight, self.conv.bias, self.conv.padding[0])
+
+
 class CNN(nn.Module):
     def __init__(self, block: type[nn.Module] = ConvReluPool, image_size: int = 24, num_classes: int = 10):
         super().__init__()

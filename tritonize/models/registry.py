@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+import dataclasses
+import functools
+
 import torch
 from torch import nn
 
@@ -84,6 +87,18 @@ _SPECS = [
         max_seq_len=128,
     ),
 ]
+
+
+
+def variant(base: ModelSpec, name: str, description: str, build: Callable[[], nn.Module]) -> ModelSpec:
+    """`base` run by another module with the same parameters (a custom kernel), served by PyTorch."""
+    return dataclasses.replace(base, name=name, description=description, factory=seeded(base.seed, build),
+                               variant_of=base.name, runtime="torch")
+
+
+_BY_NAME = {s.name: s for s in _SPECS}
+_SPECS.append(variant(_BY_NAME["cnn"], "cnn_fused", "the cnn with each conv+ReLU+maxpool block as one Triton kernel",
+                      functools.partial(nets.CNN, block=nets.FusedConvReluPool)))
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 

@@ -6,14 +6,14 @@ run comes from the config's `parameters`:
   intra_op_threads  ONNX Runtime threads per instance (default 1)
   allow_spinning    "1" lets ORT's threads spin-wait for work (default "0": on a small machine a
                     spinning pool steals the cores the server and its clients need)
-It needs only numpy and onnxruntime, so the folder also runs in NVIDIA's Triton container.
+It needs only numpy, onnxruntime and request_batching.py (copied beside it), so the folder also runs in NVIDIA's Triton container.
 """
 import json
 import os
 
-import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from request_batching import run_batched
 
 
 class TritonPythonModel:
@@ -30,39 +30,10 @@ class TritonPythonModel:
         self.output_names = [o["name"] for o in config["output"]]
 
     def execute(self, requests):
-        """Requests whose inputs have the same shapes (after the batch axis) run as one batch."""
-        responses = [None] * len(requests)
-        groups = {}
-        for i, request in enumerate(requests):
-            try:
-                inputs = [pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names]
-            except Exception as e:  # noqa: BLE001 - a bad request gets an error, never a crashed stub
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"reading inputs: {e}"))
-                continue
-            key = tuple(x.shape[1:] for x in inputs)
-            groups.setdefault(key, []).append((i, inputs))
-        for members in groups.values():
-            self._run_group(members, responses)
-        return responses
+        return run_batched(requests, self.input_names, self.output_names, self._run, pb_utils)
 
-    def _run_group(self, members, responses):
-        try:
-            if len(members) == 1:
-                feed = dict(zip(self.input_names, members[0][1]))
-            else:
-                feed = {n: np.concatenate([m[1][k] for m in members]) for k, n in enumerate(self.input_names)}
-            outputs = self.session.run(self.output_names, feed)
-        except Exception as e:  # noqa: BLE001
-            error = pb_utils.TritonError(f"onnxruntime: {e}")
-            for i, _ in members:
-                responses[i] = pb_utils.InferenceResponse(error=error)
-            return
-        start = 0
-        for i, inputs in members:
-            stop = start + inputs[0].shape[0]
-            tensors = [pb_utils.Tensor(n, out[start:stop]) for n, out in zip(self.output_names, outputs)]
-            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-            start = stop
+    def _run(self, inputs):
+        return self.session.run(self.output_names, dict(zip(self.input_names, inputs)))
 
     def finalize(self):
         self.session = None

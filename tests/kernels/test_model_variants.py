@@ -1,0 +1,33 @@
+"""Kernel variants of the seed models: same weights as the plain model, same outputs."""
+import numpy as np
+import pytest
+import torch
+
+from tritonize.export.runtime import run_torch
+from tritonize.models import get_spec, model_names
+
+VARIANTS = model_names("torch")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_shares_the_base_models_weights(name):
+    spec = get_spec(name)
+    base = get_spec(spec.variant_of)
+    ours, theirs = spec.factory().state_dict(), base.factory().state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert spec.inputs == base.inputs and spec.outputs == base.outputs
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_variant_matches_the_plain_model(name, batch):
+    spec = get_spec(name)
+    base = get_spec(spec.variant_of)
+    rng = np.random.default_rng()
+    seqs = [1, 17, 64] if spec.has_seq else [None]
+    variant_module, base_module = spec.factory(), base.factory()
+    for seq in seqs:
+        x = spec.example_inputs(batch, seq, rng)
+        np.testing.assert_allclose(run_torch(variant_module, spec, x)["logits"], run_torch(base_module, base, x)["logits"],
+                                   atol=1e-4, rtol=1e-4)
