@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +24,7 @@ from tritonize.export.parity import agreement_cases, check_parity
 from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.export.stage import ONNX_FILE, load_module
 from tritonize.models.spec import ModelSpec
+from tritonize.timing import measure_latency
 
 VARIANTS = ("fp32", "ort_opt", "int8")
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8"}
@@ -54,21 +53,6 @@ def _build_int8(src: Path, dst: Path) -> None:
 
 
 BUILDERS: dict[str, Callable[[Path, Path], None]] = {"fp32": _build_fp32, "ort_opt": _build_ort_opt, "int8": _build_int8}
-
-
-def measure_latency(run: Callable[[], object], warmup: int = 10, iters: int = 100, budget_s: float = 2.0) -> dict:
-    """Median and p90 of `run()` in milliseconds, after warm-up, bounded by `budget_s`."""
-    for _ in range(warmup):
-        run()
-    samples = []
-    deadline = time.perf_counter() + budget_s
-    while len(samples) < iters and (len(samples) < 5 or time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    samples.sort()
-    return {"p50_ms": statistics.median(samples), "p90_ms": samples[int(0.9 * (len(samples) - 1))],
-            "samples": len(samples)}
 
 
 def latency_batches(spec: ModelSpec) -> list[int]:

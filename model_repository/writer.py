@@ -55,8 +55,18 @@ def _model_maker(spec: ModelSpec, target: str):
     return (_onnx_cpu_model, None) if target == "cpu" else (_onnx_gpu_model, None)
 
 
+NOOP_SUFFIX = "_noop"
+
+
+def _noop_model(spec: ModelSpec, version_dir: Path) -> tuple[dict, dict]:
+    shutil.copyfile(BACKENDS / "noop" / "model.py", version_dir / "model.py")
+    return {"runner": "python/noop", "variant": f"does nothing, config of {spec.name}"}, {}
+
+
 def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_OUT, target: str = "cpu",
-                     version: int = 1) -> dict:
+                     version: int = 1, noop_baselines: bool = False) -> dict:
+    """Write the repository; `noop_baselines` adds `<model>_noop`, the same config served by a model
+    that does nothing, for the benchmarks' floor."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     if not specs:
@@ -74,5 +84,11 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
             (tmp / spec.name / "config.pbtxt").write_text(to_pbtxt(config))
             index["models"][spec.name] = {**info, "spec_fingerprint": manifest["spec_fingerprint"],
                                           "artifact_onnx_sha256": manifest["files"][ONNX_FILE]}
+            if noop_baselines:
+                name = spec.name + NOOP_SUFFIX
+                (tmp / name / str(version)).mkdir(parents=True)
+                info, params = _noop_model(spec, tmp / name / str(version))
+                (tmp / name / "config.pbtxt").write_text(to_pbtxt(build_config(spec, target, runner="python", name=name)))
+                index["models"][name] = info
         write_json(tmp / INDEX_FILE, index)
     return index

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -112,6 +113,22 @@ def cmd_serve(args) -> int:
         server.close()
 
 
+def cmd_bench(args) -> int:
+    from tritonize.bench.suite import SuiteOptions, run_suite
+
+    models = args.models or ["mlp", "cnn", "lstm", "transformer"]
+    make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
+    opts = make(models=models, artifacts=args.artifacts, results_root=args.results, sweep_model=args.sweep,
+                sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served)
+    if args.duration:
+        opts.duration_s = args.duration
+    with console.status("benchmarking") as status:
+        folder = run_suite(opts, progress=lambda msg: status.update(f"benchmarking: {msg}"))
+    out.print(Markdown((folder / "summary.md").read_text()))
+    out.print(f"[bold green]report[/]: {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritonize", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="path to a tritonserver binary (default: PATH, then nvidia-pytriton's)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("bench", help="in-process and served latency/throughput, one report under bench/results/")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer)")
+    p.add_argument("--quick", action="store_true", help="a short run (under 2 minutes on 2 CPU cores)")
+    p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")
+    p.add_argument("--sweep", metavar="MODEL", help="also run a dynamic-batching sweep for MODEL")
+    p.add_argument("--write-back", type=Path, metavar="REPO", help="write the sweep's best config into REPO")
+    p.add_argument("--duration", type=float, help="seconds per load run")
+    p.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
+    p.add_argument("--no-served", action="store_true", help="skip the served rows")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

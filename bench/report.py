@@ -1,0 +1,146 @@
+"""The benchmark report: raw JSON, a Markdown summary, perf_analyzer-style CSV and PNG plots."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tritonize.artifacts import write_json  # noqa: E402
+
+# perf_analyzer's CSV columns (microseconds). The client's send/receive split is not visible through
+# tritonclient, so those two columns stay empty rather than guessed.
+PERF_ANALYZER_COLUMNS = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv",
+                         "Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output",
+                         "Client Recv", "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency"]
+
+
+def _us(ms: float) -> str:
+    return "" if ms is None or math.isnan(ms) else f"{ms * 1e3:.0f}"
+
+
+def perf_analyzer_rows(served: list[dict]) -> list[dict]:
+    rows = []
+    for r in served:
+        if r["mode"] != "closed":
+            continue
+        server_us = sum(r[f"server_{s}_us"] for s in ("queue", "compute_input", "compute_infer", "compute_output"))
+        rows.append({
+            "Model": r["model"], "Protocol": r["protocol"], "Batch": r["batch"],
+            "Concurrency": int(r["level"]), "Inferences/Second": f"{r['infer_per_s']:.1f}", "Client Send": "",
+            "Network+Server Send/Recv": _us(r["mean_ms"] - server_us / 1e3),
+            "Server Queue": f"{r['server_queue_us']:.0f}", "Server Compute Input": f"{r['server_compute_input_us']:.0f}",
+            "Server Compute Infer": f"{r['server_compute_infer_us']:.0f}",
+            "Server Compute Output": f"{r['server_compute_output_us']:.0f}", "Client Recv": "",
+            "p50 latency": _us(r["p50_ms"]), "p90 latency": _us(r["p90_ms"]), "p95 latency": _us(r["p95_ms"]),
+            "p99 latency": _us(r["p99_ms"]), "Avg latency": _us(r["mean_ms"]),
+        })
+    return rows
+
+
+def write_csv(path: Path, served: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["Model", "Protocol", "Batch", *PERF_ANALYZER_COLUMNS])
+        writer.writeheader()
+        writer.writerows(perf_analyzer_rows(served))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    parts = [f"# tritonize benchmark: {m['host']}, {results['date']}",
+             f"{m['cpu']} ({m['cores']} cores), {m['memory_gb']} GB, GPU: {m['gpu']}; git {results['git_commit']}; "
+             f"{', '.join(f'{k} {v}' for k, v in results['versions'].items())}",
+             "Ratios are measured side by side in one run; absolute CPU times drift ~20% between runs on this kind of machine."]
+    if results.get("targets"):
+        parts += ["## Targets", _table(["target", "measured", "goal", "met"],
+                                       [[t["name"], t["measured"], t["goal"], "yes" if t["met"] else "**no**"]
+                                        for t in results["targets"]])]
+    rows = results.get("inprocess", [])
+    if rows:
+        eager = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == "torch_eager"}
+        parts += ["## In-process latency (median of pytest-benchmark rounds)", _table(
+            ["model", "batch", "backend", "median (us)", "IQR (us)", "rounds", "vs eager"],
+            [[r["model"], r["batch"], r["backend"], f"{r['median_us']:.1f}", f"{r['iqr_us']:.1f}", r["rounds"],
+              f"{eager[(r['model'], r['batch'])] / r['median_us']:.2f}x" if (r["model"], r["batch"]) in eager else ""]
+             for r in rows])]
+    served = results.get("served", [])
+    if served:
+        parts += ["## Served (real tritonserver, loopback)", _table(
+            ["model", "protocol", "mode", "level", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "req/s", "infer/s",
+             "server queue us", "server infer us", "mean batch"],
+            [[r["model"], r["protocol"], r["mode"], r["level"], r["sent"], r["errors"], f"{r['p50_ms']:.3f}",
+              f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput_rps']:.0f}", f"{r['infer_per_s']:.0f}",
+              f"{r['server_queue_us']:.0f}", f"{r['server_compute_infer_us']:.0f}", f"{r['mean_batch']:.2f}"]
+             for r in served])]
+    if results.get("sweep"):
+        s = results["sweep"]
+        parts += [f"## Dynamic-batching sweep: {s['model']} (p99 budget {s['p99_budget_ms']} ms, concurrency {s['concurrency']})",
+                  _table(["max_queue_delay_us", "instances", "preferred", "req/s", "p99 ms", "within budget"],
+                         [[c["max_queue_delay_us"], c["instance_count"], c["preferred_batch_sizes"],
+                           f"{c['throughput_rps']:.0f}", f"{c['p99_ms']:.3f}", "yes" if c["within_budget"] else "no"]
+                          for c in s["configs"]]),
+                  f"Best within budget: {s['best']}"]
+    if results.get("skipped"):
+        by_reason: dict[str, list[str]] = {}
+        for what, why in sorted(results["skipped"].items()):
+            by_reason.setdefault(why, []).append(what)
+        parts += ["## Not run, and why", "\n".join(f"- {why} ({len(whats)}: {', '.join(whats)})"
+                                                    for why, whats in by_reason.items())]
+    return "\n\n".join(parts) + "\n"
+
+
+def plots(results: dict, folder: Path) -> list[str]:
+    written = []
+    closed = [r for r in results.get("served", []) if r["mode"] == "closed"]
+    if closed:
+        fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for key in sorted({(r["model"], r["protocol"], r["batch"]) for r in closed}):
+            pts = sorted((r["level"], r["p50_ms"], r["p99_ms"], r["infer_per_s"]) for r in closed
+                         if (r["model"], r["protocol"], r["batch"]) == key)
+            label = f"{key[0]} {key[1]} b{key[2]}"
+            ax_lat.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label} p50")
+            ax_thr.plot([p[0] for p in pts], [p[3] for p in pts], marker="o", label=label)
+        ax_lat.set(xlabel="concurrency", ylabel="latency p50 (ms)", title="Latency vs concurrency", xscale="log", yscale="log")
+        ax_thr.set(xlabel="concurrency", ylabel="inferences/s", title="Throughput vs concurrency", xscale="log")
+        for ax in (ax_lat, ax_thr):
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "served.png", dpi=110)
+        plt.close(fig)
+        written.append("served.png")
+    rows = results.get("inprocess", [])
+    if rows:
+        groups = sorted({(r["model"], r["batch"]) for r in rows})
+        backends = sorted({r["backend"] for r in rows})
+        fig, ax = plt.subplots(figsize=(max(8, len(groups) * 1.2), 4.5))
+        width = 0.8 / len(backends)
+        for i, backend in enumerate(backends):
+            values = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == backend}
+            ax.bar([g + i * width for g in range(len(groups))], [values.get(g, 0) for g in groups], width, label=backend)
+        ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [f"{m}\nb{b}" for m, b in groups], fontsize=8)
+        ax.set(ylabel="median latency (us)", yscale="log", title="In-process latency per backend")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "inprocess.png", dpi=110)
+        plt.close(fig)
+        written.append("inprocess.png")
+    return written
+
+
+def write_report(results: dict, folder: Path) -> list[str]:
+    """Write every report file into `folder` (which the caller swaps in atomically)."""
+    write_json(folder / "results.json", results)
+    (folder / "summary.md").write_text(markdown(results))
+    write_csv(folder / "served_perf_analyzer.csv", results.get("served", []))
+    return ["results.json", "summary.md", "served_perf_analyzer.csv", *plots(results, folder)]

@@ -1,0 +1,86 @@
+"""Served latency and throughput against a running tritonserver, with the server's own breakdown.
+
+Requests are built once from the model description; each load worker has its own tritonclient
+(one channel). Around every load run, Triton's statistics API gives what the server spent per
+inference in queue, compute input, compute infer and compute output, the numbers perf_analyzer
+reports beside the client's latency.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tritonize.bench.loadgen import LoadResult, closed_loop, open_loop
+from tritonize.models.spec import ModelSpec
+
+PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: int = 1,
+                   seq: int | None = None, rng: np.random.Generator | None = None) -> Callable[[], Callable[[], None]]:
+    """A factory of senders: each has its own client and a request built once (random valid inputs)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+    module = PROTOCOLS[protocol]
+    inputs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
+
+    def make() -> Callable[[], None]:
+        client = module.InferenceServerClient(url)
+        tensors = []
+        for t in spec.inputs:
+            tensor = module.InferInput(t.name, list(inputs[t.name].shape), t.triton_dtype)
+            tensor.set_data_from_numpy(inputs[t.name])
+            tensors.append(tensor)
+        outputs = [module.InferRequestedOutput(n) for n in spec.output_names]
+        return lambda: client.infer(model, tensors, outputs=outputs)
+
+    return make
+
+
+def model_statistics(grpc_url: str, model: str) -> dict:
+    """Cumulative counts and nanoseconds for `model` (all versions summed) from the statistics API."""
+    stats = grpcclient.InferenceServerClient(grpc_url).get_inference_statistics(model, as_json=True)
+    total = {"inference_count": 0, "execution_count": 0, "success_count": 0, **{f"{s}_ns": 0 for s in STAGES}}
+    for entry in stats.get("model_stats", []):
+        total["inference_count"] += int(entry.get("inference_count", 0))
+        total["execution_count"] += int(entry.get("execution_count", 0))
+        infer = entry.get("inference_stats", {})
+        total["success_count"] += int(infer.get("success", {}).get("count", 0))
+        for s in STAGES:
+            total[f"{s}_ns"] += int(infer.get(s, {}).get("ns", 0))
+    return total
+
+
+def server_breakdown(before: dict, after: dict) -> dict:
+    """Per-request server-side microseconds between two statistics snapshots, and the mean batch the
+    dynamic batcher formed (inferences per model execution)."""
+    requests = after["success_count"] - before["success_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    inferences = after["inference_count"] - before["inference_count"]
+    out = {"server_requests": requests, "server_executions": executions,
+           "mean_batch": inferences / executions if executions else float("nan")}
+    for s in STAGES:
+        delta = after[f"{s}_ns"] - before[f"{s}_ns"]
+        out[f"server_{s}_us"] = delta / requests / 1e3 if requests else float("nan")
+    return out
+
+
+def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec, *, mode: str = "closed",
+             level: float = 1, duration_s: float = 3.0, max_requests: int = 100_000, batch: int = 1,
+             warmup_requests: int = 5) -> dict:
+    """One bounded load run on `model` with the server's breakdown; a flat dict for the report."""
+    make = sender_factory(protocol, url, model, spec, batch)
+    before = model_statistics(grpc_url, model)
+    if mode == "closed":
+        result: LoadResult = closed_loop(make, int(level), duration_s, max_requests, warmup_requests)
+    elif mode == "open":
+        result = open_loop(make, level, duration_s, max_requests)
+    else:
+        raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
+    after = model_statistics(grpc_url, model)
+    return {"model": model, "protocol": protocol, "batch": batch, **result.summary(),
+            "infer_per_s": result.throughput_rps * batch, **server_breakdown(before, after)}

@@ -1,0 +1,207 @@
+"""`tritonize bench`: the whole suite, one report.
+
+1. In-process latency: pytest-benchmark over `test_inprocess.py` (every backend row runs or is
+   skipped with its reason, and the reasons go into the report).
+2. Served: a repository of the models plus a do-nothing twin of each (`<model>_noop`), one real
+   server; a closed-loop concurrency sweep on gRPC and HTTP, an open-loop (Poisson) run, and the
+   server's own breakdown per run.
+3. Optionally a dynamic-batching sweep (Model Analyzer style) for one model.
+4. The targets, as ratios measured side by side in this run, and the report files.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from tritonize.artifacts import atomic_dir, tool_versions
+from tritonize.bench.report import write_report
+from tritonize.bench.served import run_load
+from tritonize.bench.sweep import batching_sweep, write_back
+from tritonize.models import get_spec
+from tritonize.repository.writer import NOOP_SUFFIX, build_repository
+from tritonize.server import TritonServer
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class SuiteOptions:
+    models: list[str]
+    artifacts: Path
+    results_root: Path = Path("bench/results")
+    quick: bool = False
+    protocols: tuple[str, ...] = ("grpc", "http")
+    grpc_levels: tuple[int, ...] = (1, 2, 4, 8, 16)
+    http_levels: tuple[int, ...] = (1, 8)
+    duration_s: float = 3.0
+    floor_rounds: int = 3
+    sweep_model: str | None = None
+    sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
+    inprocess: bool = True
+    served: bool = True
+    skipped: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick_defaults(cls, **kw) -> "SuiteOptions":
+        return cls(quick=True, grpc_levels=(1, 4, 8), http_levels=(1, 8), duration_s=2.0, floor_rounds=3, **kw)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = "none"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"host": socket.gethostname(), "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory_gb": round(mem, 1), "gpu": gpu}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class _SkipCollector:
+    """A pytest plugin that keeps each skipped benchmark's reason for the report."""
+
+    def __init__(self):
+        self.skipped: dict[str, str] = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.skipped and isinstance(report.longrepr, tuple):
+            row = report.nodeid.split("::")[-1].removeprefix("test_latency")
+            self.skipped[f"in-process {row}"] = report.longrepr[2].removeprefix("Skipped: ")
+
+
+def run_inprocess(opts: SuiteOptions, work: Path) -> tuple[list[dict], dict]:
+    out = work / "pytest-benchmark.json"
+    collector = _SkipCollector()
+    args = [str(HERE / "test_inprocess.py"), "-q", "-p", "no:cacheprovider", f"--rootdir={HERE}",
+            f"--artifacts={opts.artifacts}", f"--models={','.join(opts.models)}", "--batches=1,32",
+            f"--benchmark-json={out}", "--benchmark-disable-gc", "--benchmark-min-rounds=20"]
+    if opts.quick:
+        args += ["--quick", "--benchmark-max-time=0.2"]
+    code = pytest.main(args, plugins=[collector])
+    if code not in (0, 5) or not out.exists():
+        raise RuntimeError(f"the in-process benchmarks failed (pytest exit code {code})")
+    rows = []
+    for b in json.loads(out.read_text())["benchmarks"]:
+        s, info = b["stats"], b["extra_info"]
+        rows.append({"model": info["model"], "batch": info["batch"], "backend": info["backend"],
+                     "median_us": s["median"] * 1e6, "iqr_us": s["iqr"] * 1e6, "mean_us": s["mean"] * 1e6,
+                     "stddev_us": s["stddev"] * 1e6, "min_us": s["min"] * 1e6, "rounds": s["rounds"]})
+    rows.sort(key=lambda r: (r["model"], r["batch"], r["median_us"]))
+    return rows, collector.skipped
+
+
+def floor_ratio(server: TritonServer, model: str, opts: SuiteOptions) -> dict:
+    """Batch-1 gRPC p50 of `model` over its do-nothing twin, alternating A/B runs so drift cancels."""
+    spec = get_spec(model)
+    p50s = {model: [], model + NOOP_SUFFIX: []}
+    for _ in range(opts.floor_rounds):
+        for name in p50s:
+            r = run_load(server.grpc_url, server.grpc_url, "grpc", name, spec, duration_s=opts.duration_s,
+                         warmup_requests=20)
+            p50s[name].append(r["p50_ms"])
+    ours, floor = float(np.median(p50s[model])), float(np.median(p50s[model + NOOP_SUFFIX]))
+    return {"model": model, "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor, "rounds": p50s}
+
+
+def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) -> dict:
+    served_models = [m for m in opts.models if get_spec(m).runtime == "onnx"]
+    for m in set(opts.models) - set(served_models):
+        opts.skipped[f"served {m}"] = ("runs Triton kernels; without a GPU they run in Triton's interpreter, "
+                                       "which is checked for correctness in the tests, not timed")
+    repo = work / "model_repository"
+    build_repository([get_spec(m) for m in served_models], opts.artifacts, repo, "cpu", noop_baselines=True)
+    out: dict = {"served": []}
+    with TritonServer(repo) as server:
+        if "mlp" in served_models:
+            progress("served: mlp vs its do-nothing twin")
+            out["floor"] = floor_ratio(server, "mlp", opts)
+        for model in served_models:
+            spec = get_spec(model)
+            for protocol in opts.protocols:
+                url = server.grpc_url if protocol == "grpc" else server.http_url
+                for level in (opts.grpc_levels if protocol == "grpc" else opts.http_levels):
+                    progress(f"served: {model} {protocol} concurrency {level}")
+                    out["served"].append(run_load(server.grpc_url, url, protocol, model, spec, level=level,
+                                                  duration_s=opts.duration_s))
+            c1 = next(r for r in out["served"] if r["model"] == model and r["protocol"] == "grpc" and r["level"] == 1)
+            rate = round(0.5 * c1["throughput_rps"], 1)  # half the single-client capacity: a loaded but stable server
+            progress(f"served: {model} open loop at {rate} req/s")
+            out["served"].append(run_load(server.grpc_url, server.grpc_url, "grpc", model, spec, mode="open",
+                                          level=rate, duration_s=opts.duration_s))
+        if opts.sweep_model:
+            progress(f"dynamic-batching sweep of {opts.sweep_model}")
+            out["sweep"] = batching_sweep(server, repo, get_spec(opts.sweep_model), duration_s=opts.duration_s)
+            if opts.sweep_write_back and out["sweep"]["best"]:
+                out["sweep"]["written_to"] = str(write_back(opts.sweep_write_back, opts.sweep_model, out["sweep"]["best"]))
+    if opts.sweep_model is None:
+        opts.skipped["dynamic-batching sweep"] = "not requested (`tritonize bench --sweep MODEL`)"
+    return out
+
+
+def targets(results: dict) -> list[dict]:
+    out = []
+    floor = results.get("floor")
+    if floor:
+        out.append({"name": "served mlp batch-1 gRPC p50 / do-nothing model p50", "measured": f"{floor['ratio']:.3f}x",
+                    "goal": "<= 1.10x", "met": floor["ratio"] <= 1.10})
+        out.append({"name": "served mlp batch-1 gRPC p50 (absolute)", "measured": f"{floor['p50_ms']:.3f} ms",
+                    "goal": "<= 0.5 ms", "met": floor["p50_ms"] <= 0.5})
+    cnn = {r["level"]: r for r in results.get("served", []) if r["model"] == "cnn" and r["protocol"] == "grpc"
+           and r["mode"] == "closed"}
+    if 1 in cnn and 8 in cnn:
+        ratio = cnn[8]["infer_per_s"] / cnn[1]["infer_per_s"]
+        out.append({"name": "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching)",
+                    "measured": f"{ratio:.2f}x (mean batch {cnn[8]['mean_batch']:.2f})", "goal": ">= 3x",
+                    "met": ratio >= 3.0})
+    return out
+
+
+def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: None) -> Path:
+    """Run everything asked for and write `<results_root>/<host>-<date>/`; returns that folder."""
+    for m in opts.models:
+        get_spec(m)  # an unknown name fails before any work
+    now = dt.datetime.now(dt.timezone.utc)
+    results = {"date": now.date().isoformat(), "started": now.isoformat(timespec="seconds"),
+               "machine": machine_info(), "versions": tool_versions(), "git_commit": git_commit(),
+               "quick": opts.quick, "models": opts.models}
+    with tempfile.TemporaryDirectory(prefix="tritonize-bench-") as tmp:
+        work = Path(tmp)
+        if opts.inprocess:
+            progress("in-process latency (pytest-benchmark)")
+            results["inprocess"], skipped = run_inprocess(opts, work)
+            opts.skipped.update(skipped)
+        if opts.served:
+            results.update(run_served(opts, work, progress))
+    results["targets"] = targets(results)
+    results["skipped"] = opts.skipped
+    folder = opts.results_root / f"{results['machine']['host']}-{results['date']}"
+    with atomic_dir(folder) as tmp_folder:
+        write_report(results, tmp_folder)
+    return folder

@@ -1,0 +1,66 @@
+"""A dynamic-batching sweep, as Triton's Model Analyzer does it: for each combination of
+max_queue_delay_microseconds x instance count x preferred batch sizes, reload the model with that
+config (explicit model control, config override: no server restart), put it under a closed-loop
+load, and pick the highest throughput whose p99 stays within a latency budget."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+from google.protobuf import json_format
+
+from tritonize.bench.served import run_load
+from tritonize.models.spec import ModelSpec
+from tritonize.repository.config import parse_pbtxt, to_pbtxt
+
+DEFAULT_GRID = {"max_queue_delay_us": (0, 200, 1000), "instance_count": (1, 2), "preferred_batch_sizes": ((), (4, 8))}
+
+
+def _with(config, delay_us: int, instances: int, preferred: tuple[int, ...]):
+    out = type(config)()
+    out.CopyFrom(config)
+    out.dynamic_batching.max_queue_delay_microseconds = delay_us
+    del out.dynamic_batching.preferred_batch_size[:]
+    out.dynamic_batching.preferred_batch_size.extend(preferred)
+    out.instance_group[0].count = instances
+    return out
+
+
+def _load(client, model: str, config) -> None:
+    client.load_model(model, config=json_format.MessageToJson(config, preserving_proto_field_name=True))
+
+
+def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: int = 8, duration_s: float = 3.0,
+                   p99_budget_ms: float = 20.0, grid: dict | None = None) -> dict:
+    grid = grid or DEFAULT_GRID
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    base = parse_pbtxt((Path(repository) / spec.name / "config.pbtxt").read_text())
+    configs = []
+    try:
+        for delay, instances, preferred in itertools.product(grid["max_queue_delay_us"], grid["instance_count"],
+                                                             grid["preferred_batch_sizes"]):
+            _load(client, spec.name, _with(base, delay, instances, tuple(preferred)))
+            r = run_load(server.grpc_url, server.grpc_url, "grpc", spec.name, spec, level=concurrency,
+                         duration_s=duration_s)
+            configs.append({"max_queue_delay_us": delay, "instance_count": instances,
+                            "preferred_batch_sizes": list(preferred), "throughput_rps": r["throughput_rps"],
+                            "p99_ms": r["p99_ms"], "errors": r["errors"], "mean_batch": r["mean_batch"],
+                            "within_budget": r["p99_ms"] <= p99_budget_ms and r["errors"] == 0})
+    finally:
+        _load(client, spec.name, base)
+    passing = [c for c in configs if c["within_budget"]]
+    best = max(passing, key=lambda c: c["throughput_rps"]) if passing else None
+    return {"model": spec.name, "concurrency": concurrency, "p99_budget_ms": p99_budget_ms, "configs": configs,
+            "best": best}
+
+
+def write_back(repository: Path, model: str, best: dict) -> Path:
+    """Put the sweep's best batching settings into `<repository>/<model>/config.pbtxt` (atomically)."""
+    path = Path(repository) / model / "config.pbtxt"
+    config = _with(parse_pbtxt(path.read_text()), best["max_queue_delay_us"], best["instance_count"],
+                   tuple(best["preferred_batch_sizes"]))
+    tmp = path.with_name(".config.pbtxt.tmp")
+    tmp.write_text(to_pbtxt(config))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,82 @@
+"""In-process latency per model, batch size and backend (pytest-benchmark, grouped by model+batch).
+
+Every backend row either runs or is skipped with its reason; nothing is left out silently. Threads:
+each runtime gets the model's serving thread count, so the rows compare like with like."""
+import numpy as np
+import pytest
+import torch
+
+from tritonize.artifacts import ArtifactError, load_manifest
+from tritonize.export.optimize import VARIANTS
+from tritonize.export.runtime import ort_session, run_ort, run_torch
+from tritonize.export.stage import ONNX_FILE, load_module
+from tritonize.models import get_spec
+
+BACKENDS = ["torch_eager", "torch_compile", *[f"ort_{v}" for v in VARIANTS], "ort_cuda", "ort_tensorrt"]
+
+
+def _base_spec(spec):
+    return get_spec(spec.variant_of) if spec.variant_of else spec
+
+
+def _artifacts_or_skip(root, spec):
+    try:
+        return load_manifest(root, _base_spec(spec))
+    except ArtifactError as e:
+        pytest.skip(str(e))
+
+
+def _ort_gpu_or_skip(provider):
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():
+        pytest.skip(f"{provider} is not available (onnxruntime {ort.__version__} offers "
+                    f"{ort.get_available_providers()}); install the `gpu` extra on a machine with an NVIDIA GPU")
+
+
+def _runner(backend, spec, root, batch):
+    base = _base_spec(spec)
+    folder = root / base.name
+    torch.set_num_threads(spec.serving.ort_threads)
+    if backend.startswith("torch"):
+        if spec.runtime == "torch" and not torch.cuda.is_available():
+            pytest.skip(f"{spec.name} runs Triton kernels, which only run in the interpreter without a GPU: "
+                        "timing it there measures the interpreter")
+        module = spec.factory()
+        module.load_state_dict(load_module(base, folder).state_dict())
+        if backend == "torch_compile":
+            module = torch.compile(module)
+        return lambda x: run_torch(module, spec, x)
+    if spec.runtime != "onnx":
+        pytest.skip(f"{spec.name} is not exported to ONNX (it runs custom kernels in PyTorch)")
+    if backend in ("ort_cuda", "ort_tensorrt"):
+        provider = {"ort_cuda": "CUDAExecutionProvider", "ort_tensorrt": "TensorrtExecutionProvider"}[backend]
+        _ort_gpu_or_skip(provider)
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / ONNX_FILE), providers=[provider])
+        return lambda x: run_ort(session, spec, x)
+    variant = backend.removeprefix("ort_")
+    path = folder / "variants" / variant / ONNX_FILE
+    if not path.is_file():
+        pytest.skip(f"no {variant} variant at {path}; run `tritonize optimize {base.name}`")
+    session = ort_session(path, threads=spec.serving.ort_threads, spin=False)
+    return lambda x: run_ort(session, spec, x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_latency(benchmark, request, artifacts_root, model_name, batch, backend):
+    spec = get_spec(model_name)
+    _artifacts_or_skip(artifacts_root, spec)
+    if backend == "torch_compile" and request.config.getoption("--quick"):
+        pytest.skip("torch.compile rows are left out of --quick (compilation takes minutes on 2 cores)")
+    if batch > spec.serving.max_batch_size:
+        pytest.skip(f"batch {batch} is above {spec.name}'s max batch {spec.serving.max_batch_size}")
+    run = _runner(backend, spec, artifacts_root, batch)
+    x = spec.example_inputs(batch, spec.default_seq(), np.random.default_rng(0))
+    for _ in range(3):
+        run(x)  # warm-up (and compilation, for torch.compile) outside the timed rounds
+    benchmark.group = f"{spec.name} batch {batch}"
+    benchmark.extra_info.update(model=spec.name, batch=batch, backend=backend, seq=spec.default_seq())
+    benchmark(run, x)
+
