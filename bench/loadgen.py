@@ -87,23 +87,42 @@ def closed_loop(make_sender: Callable[[], Sender], concurrency: int, duration_s:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     result = LoadResult("closed", concurrency)
     tally = _Tally(result, max_requests)
-    senders = [make_sender() for _ in range(concurrency)]
-    for send in senders:
-        for _ in range(warmup_requests):
-            send()
-    start = time.perf_counter()
-    deadline = start + duration_s
+    window = {}
 
-    def worker(send: Sender) -> None:
-        while time.perf_counter() < deadline and tally.claim():
+    def open_window() -> None:
+        window["start"] = time.perf_counter()
+        window["deadline"] = window["start"] + duration_s
+
+    # Each worker builds its sender in its own thread: some clients (tritonclient.http's gevent
+    # pool) must be used from the thread that made them. The timed window opens once all are warm.
+    ready = threading.Barrier(concurrency, action=open_window)
+
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            send = make_sender()
+            for _ in range(warmup_requests):
+                send()
+        except BaseException as e:  # noqa: BLE001 - reported below; the others must not wait forever
+            failures.append(e)
+            ready.abort()
+            return
+        try:
+            ready.wait()
+        except threading.BrokenBarrierError:
+            return
+        while time.perf_counter() < window["deadline"] and tally.claim():
             tally.timed_send(send)
 
-    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in senders]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    result.duration_s = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"a load worker failed while warming up: {failures[0]}") from failures[0]
+    result.duration_s = time.perf_counter() - window["start"]
     return result
 
 

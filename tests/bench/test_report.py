@@ -1,0 +1,37 @@
+import csv
+import json
+
+import pytest
+
+from tritonize.bench.report import PERF_ANALYZER_COLUMNS
+from tritonize.bench.suite import SuiteOptions, run_suite
+
+pytestmark = pytest.mark.server
+
+
+def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
+    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True,
+                        grpc_levels=(1, 2), http_levels=(1,), duration_s=0.3, floor_rounds=1)
+    folder = run_suite(opts)
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"results.json", "summary.md", "served_perf_analyzer.csv", "served.png", "inprocess.png"}
+    results = json.loads((folder / "results.json").read_text())
+    assert results["machine"]["cores"] and results["versions"]["onnxruntime"] and results["git_commit"]
+    backends = {r["backend"] for r in results["inprocess"]}
+    assert {"torch_eager", "ort_fp32", "ort_ort_opt", "ort_int8"} <= backends
+    served = results["served"]
+    assert {(r["protocol"], r["mode"], r["level"]) for r in served} >= {("grpc", "closed", 1), ("grpc", "closed", 2),
+                                                                        ("http", "closed", 1)}
+    assert any(r["mode"] == "open" for r in served)
+    for r in served:
+        assert r["errors"] == 0 and r["ok"] == r["sent"] > 0
+        assert r["server_requests"] == r["sent"] + (5 * r["level"] if r["mode"] == "closed" else 0)  # + warm-up
+        assert r["server_compute_infer_us"] > 0
+    assert results["floor"]["ratio"] > 0 and results["targets"][0]["name"].startswith("served mlp")
+    assert "torch.compile" in " ".join(results["skipped"].values())
+    with open(folder / "served_perf_analyzer.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(PERF_ANALYZER_COLUMNS) <= set(rows[0]) and len(rows) == 3
+    summary = (folder / "summary.md").read_text()
+    assert "## Targets" in summary and "## Served" in summary and "## Not run, and why" in summary
+    assert (folder / "served.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
