@@ -129,6 +129,27 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from tritonize.pipeline import RunOptions, run_main_job
+
+    opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,
+                      repository=args.repo, results=args.results, bench=not args.no_bench, force=args.force)
+    with console.status("tritonize run") as status:
+        report = run_main_job(opts, step=lambda msg: status.update(f"tritonize run: {msg}"))
+    table = Table("model", "artifacts", "served == in-process", "max |err|", "first call (ms)",
+                  title=f"served by tritonserver from {opts.repository}")
+    for row in report["served"]:
+        spec = get_spec(row["model"])
+        source = report["artifacts"].get(spec.variant_of or spec.name, "")
+        table.add_row(row["model"], source, "[green]yes" if row["ok"] else "[red]no", f"{row['max_abs_err']:.2e}",
+                      f"{row['latency_ms']:.2f}")
+    out.print(table)
+    if "bench" in report:
+        out.print(Markdown((report["bench"] / "summary.md").read_text()))
+        out.print(f"[bold green]benchmark report[/]: {report['bench']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritonize", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     p.add_argument("--no-served", action="store_true", help="skip the served rows")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer cnn_fused)")
+    p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
+    p.add_argument("--repo", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="export and optimize again even when artifacts are current")
+    p.add_argument("--no-bench", action="store_true", help="stop after the served check")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

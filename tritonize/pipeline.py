@@ -1,0 +1,106 @@
+"""`tritonize run`: the main job, every stage in order on the CPU.
+
+export (reusing current artifacts) -> optimize -> repository -> real server -> a checked request per
+model through the client -> the quick benchmark. Each stage reads what the one before wrote.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tritonize.artifacts import ArtifactError, load_manifest
+from tritonize.export.optimize import optimize_model
+from tritonize.export.parity import ParityError
+from tritonize.export.runtime import ort_session, run_ort
+from tritonize.export.runtime import run_torch
+from tritonize.export.stage import ONNX_FILE, export_model, load_module
+from tritonize.models import get_spec
+from tritonize.repository.writer import build_repository
+from tritonize.server import TritonServer
+
+DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "cnn_fused")
+
+
+@dataclass
+class RunOptions:
+    models: tuple[str, ...] = DEFAULT_MODELS
+    artifacts: Path = Path("artifacts")
+    repository: Path = Path("build/model_repository")
+    results: Path = Path("bench/results")
+    bench: bool = True
+    force: bool = False
+
+
+def ensure_artifacts(spec, root: Path, force: bool, step: Callable[[str], None]) -> str:
+    """Export and optimize unless current artifacts (same spec, intact files) are already there."""
+    if not force:
+        try:
+            if "optimize" in load_manifest(root, spec):
+                return "reused"
+        except ArtifactError:
+            pass
+    export_model(spec, root, step=step)
+    optimize_model(spec, root, step=step)
+    return "built"
+
+
+def _reference(spec, artifacts: Path, repository: Path):
+    """The in-process twin of a served model: the same ONNX file through ONNX Runtime, or for a
+    kernel variant, the plain PyTorch model with the same weights."""
+    if spec.runtime == "torch":
+        base = get_spec(spec.variant_of)
+        module = load_module(base, artifacts / base.name)
+        return lambda x: run_torch(module, base, x)
+    session = ort_session(repository / spec.name / "1" / ONNX_FILE)
+    return lambda x: run_ort(session, spec, x)
+
+
+def check_served(server: TritonServer, artifacts: Path, repository: Path, names: list[str]) -> list[dict]:
+    """One request per model through `tritonize.client`, compared with its in-process twin."""
+    from tritonize.client import TritonClient
+
+    rows = []
+    rng = np.random.default_rng()
+    with TritonClient(server.grpc_url) as client:
+        for name in names:
+            spec = get_spec(name)
+            inputs = spec.example_inputs(2, spec.default_seq(), rng)
+            t0 = time.perf_counter()
+            served = client.infer(name, inputs)
+            ms = (time.perf_counter() - t0) * 1e3
+            expected = _reference(spec, artifacts, repository)(inputs)
+            err = max(float(np.abs(served[o] - expected[o]).max()) for o in spec.output_names)
+            tol = spec.tolerance("fp32")
+            rows.append({"model": name, "max_abs_err": err, "ok": err <= tol.atol + tol.rtol, "latency_ms": ms})
+    return rows
+
+
+def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None) -> dict:
+    specs = [get_spec(n) for n in opts.models]
+    bases = list(dict.fromkeys(get_spec(s.variant_of) if s.variant_of else s for s in specs))
+    report: dict = {"artifacts": {}}
+    for spec in bases:
+        step(f"artifacts: {spec.name}")
+        report["artifacts"][spec.name] = ensure_artifacts(spec, opts.artifacts, opts.force,
+                                                          lambda msg, n=spec.name: step(f"{n}: {msg}"))
+    step("repository")
+    build_repository(specs, opts.artifacts, opts.repository, "cpu")
+    step("starting tritonserver")
+    with TritonServer(opts.repository, [s.name for s in specs]) as server:
+        step("one request per model through the client")
+        report["served"] = check_served(server, opts.artifacts, opts.repository, [s.name for s in specs])
+    bad = [r for r in report["served"] if not r["ok"]]
+    if bad:
+        raise ParityError("served outputs differ from in-process: " +
+                           ", ".join(f"{r['model']} (max abs err {r['max_abs_err']:.3g})" for r in bad))
+    if opts.bench:
+        from tritonize.bench.suite import SuiteOptions, run_suite
+
+        onnx_models = [s.name for s in bases]
+        suite = SuiteOptions.quick_defaults(models=onnx_models, artifacts=opts.artifacts, results_root=opts.results)
+        report["bench"] = run_suite(suite, progress=lambda msg: step(f"bench: {msg}"))
+    return report
