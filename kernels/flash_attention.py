@@ -73,15 +73,17 @@ def _get_configs():
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    # Short sequences (decode, small prompts) waste most of a 128-row tile; keep the small ones.
     args = {**named_args, **kwargs}
-    pruned = [
-        c
-        for c in configs
-        if (args["SEQ_Q"] > 64 or c.kwargs["BLOCK_M"] <= 64)
-        and (args["SEQ_K"] > 64 or c.kwargs["BLOCK_N"] <= 64)
-    ]
-    return pruned or configs
+
+    def keep(c):
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        # Short sequences (decode, small prompts) waste most of a 128-row tile.
+        if (args["SEQ_Q"] <= 64 and bm > 64) or (args["SEQ_K"] <= 64 and bn > 64):
+            return False
+        # A 128 x 128 fp32 accumulator on 4 warps spills registers on sm_90.
+        return not (args["HEAD_DIM"] >= 128 and bm == 128 and c.num_warps == 4)
+
+    return [c for c in configs if keep(c)] or configs
 
 
 @triton.jit

@@ -1,8 +1,11 @@
 import os
 
-# Triton kernels run in Triton's CPU interpreter here; it must be switched on before any
+import torch
+
+# Without a GPU, Triton kernels run in Triton's CPU interpreter; it must be switched on before any
 # @triton.jit function is defined, so before anything imports tritonize.kernels.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 

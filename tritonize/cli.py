@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer cnn_fused)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer cnn_fused transformer_flash)")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
     p.add_argument("--repo", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
     p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")

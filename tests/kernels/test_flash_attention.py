@@ -230,6 +230,15 @@ def test_fake_impl_shape():
             torch.ops.tritonize.flash_attention(q, k[:, :1].expand(2, 3, 17, 64), v[:, :1].expand(2, 3, 17, 64))
 
 
+def test_opcheck():
+    # Schema, fake impl vs real output, and tracing through AOT dispatch with dynamic shapes.
+    device = "cpu" if INTERPRET else "cuda"
+    q = torch.randn(1, 2, 17, 16, device=device)
+    k = torch.randn(1, 1, 33, 16, device=device)
+    mask = torch.rand(1, 33, device=device) > 0.3
+    torch.library.opcheck(torch.ops.tritonize.flash_attention.default, (q, k, k, True, 0.3, mask))
+
+
 def test_traces_with_make_fx():
     from torch.fx.experimental.proxy_tensor import make_fx
 

@@ -77,6 +77,13 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_paddin
     return torch.softmax(scores, dim=-1) @ v
 
 
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+    """The same attention through the flash-attention Triton kernel (padded keys get no weight)."""
+    from tritonize.kernels.flash_attention import flash_attention as kernel
+
+    return kernel(q, k, v, key_padding_mask=key_padding_mask)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention whose core (`attend`) is swappable: math by default, a kernel in variants."""
 

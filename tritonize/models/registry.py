@@ -99,6 +99,9 @@ def variant(base: ModelSpec, name: str, description: str, build: Callable[[], nn
 _BY_NAME = {s.name: s for s in _SPECS}
 _SPECS.append(variant(_BY_NAME["cnn"], "cnn_fused", "the cnn with each conv+ReLU+maxpool block as one Triton kernel",
                       functools.partial(nets.CNN, block=nets.FusedConvReluPool)))
+_SPECS.append(variant(_BY_NAME["transformer"], "transformer_flash",
+                      "the transformer with its attention computed by the flash-attention Triton kernel",
+                      functools.partial(nets.TransformerClassifier, attend=nets.flash_attention)))
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 

@@ -1,0 +1,31 @@
+import dataclasses
+import shutil
+
+import pytest
+
+from tritonize.artifacts import load_manifest
+from tritonize.models import get_spec
+from tritonize.pipeline import RunOptions, ensure_artifacts, run_main_job
+
+pytestmark = pytest.mark.server
+
+
+def test_main_job_serves_what_it_exported_and_reuses_current_artifacts(artifacts, tmp_path):
+    root = tmp_path / "artifacts"
+    shutil.copytree(artifacts / "mlp", root / "mlp")
+    shutil.copytree(artifacts / "cnn", root / "cnn")
+    opts = RunOptions(models=("mlp", "cnn_fused"), artifacts=root, repository=tmp_path / "repo", bench=False)
+    report = run_main_job(opts)
+    assert report["artifacts"] == {"mlp": "reused", "cnn": "reused"}
+    assert [r["model"] for r in report["served"]] == ["mlp", "cnn_fused"]
+    assert all(r["ok"] for r in report["served"]), report["served"]
+    assert report["served"][0]["max_abs_err"] == 0.0  # the same ONNX file through the same runtime
+    assert (tmp_path / "repo" / "cnn_fused" / "config.pbtxt").is_file()
+
+
+def test_stale_or_unoptimized_artifacts_are_rebuilt(artifacts, tmp_path):
+    shutil.copytree(artifacts / "mlp", tmp_path / "mlp")
+    changed = dataclasses.replace(get_spec("mlp"), seed=7)  # another description: its artifacts are stale
+    assert ensure_artifacts(changed, tmp_path, force=False, step=lambda _: None) == "built"
+    assert load_manifest(tmp_path, changed)["optimize"]["chosen"]
+    assert ensure_artifacts(changed, tmp_path, force=False, step=lambda _: None) == "reused"
