@@ -12,7 +12,7 @@ from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.export.stage import ONNX_FILE, load_module
 from tritonize.models import get_spec
 
-BACKENDS = ["torch_eager", "torch_compile", *[f"ort_{v}" for v in VARIANTS], "ort_cuda", "ort_tensorrt"]
+BACKENDS = ["torch_eager", "torch_compile", *[f"ort_{v}" for v in VARIANTS], "ort_cuda", "ort_tensorrt", "tensorrt"]
 
 
 def _base_spec(spec):
@@ -49,6 +49,21 @@ def _runner(backend, spec, root, batch):
         return lambda x: run_torch(module, spec, x)
     if spec.runtime != "onnx":
         pytest.skip(f"{spec.name} is not exported to ONNX (it runs custom kernels in PyTorch)")
+    if backend == "tensorrt":
+        from tritonize.export.tensorrt import built_engine, tensorrt_problem
+
+        problem = tensorrt_problem()
+        if problem:
+            pytest.skip(f"{problem}; TensorRT rows need TensorRT and an NVIDIA GPU")
+        engine = built_engine(root, spec)
+        if engine is None:
+            pytest.skip(f"no TensorRT engine for {spec.name}; run `tritonize optimize {spec.name} --tensorrt`")
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        runner = TrtRunner(EngineFromBytes(BytesFromPath(str(engine[1]))))
+        runner.activate()
+        return lambda x: runner.infer(x)
     if backend in ("ort_cuda", "ort_tensorrt"):
         provider = {"ort_cuda": "CUDAExecutionProvider", "ort_tensorrt": "TensorrtExecutionProvider"}[backend]
         _ort_gpu_or_skip(provider)

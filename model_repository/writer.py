@@ -13,6 +13,7 @@ from pathlib import Path
 from tritonize.artifacts import atomic_dir, load_manifest, write_json
 from tritonize.export.optimize import chosen_variant
 from tritonize.export.stage import ONNX_FILE, WEIGHTS_FILE
+from tritonize.export.tensorrt import ENGINE_FILE, built_engine, engine_info
 from tritonize.models import get_spec
 from tritonize.models.spec import ModelSpec
 from tritonize.repository.config import TARGETS, build_config, to_pbtxt
@@ -42,6 +43,14 @@ def _onnx_gpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target:
     return {"runner": "onnxruntime_onnx+tensorrt", "variant": "fp32"}, {}
 
 
+def _tensorrt_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
+    precision, plan = built_engine(artifacts, spec)
+    shutil.copyfile(plan, version_dir / ENGINE_FILE)
+    info = engine_info(plan)
+    return {"runner": "tensorrt_plan", "variant": f"tensorrt {precision}", "tensorrt": info["tensorrt"],
+            "gpu": info["gpu"]}, {}
+
+
 def _torch_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
     shutil.copyfile(artifacts / spec.variant_of / WEIGHTS_FILE, version_dir / WEIGHTS_FILE)
     _python_backend("pytorch", version_dir)
@@ -49,10 +58,14 @@ def _torch_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: st
     return {"runner": "python/pytorch", "variant": f"{spec.name} (weights of {spec.variant_of})"}, params
 
 
-def _model_maker(spec: ModelSpec, target: str):
+def _model_maker(spec: ModelSpec, target: str, artifacts: Path):
     if spec.runtime == "torch":
         return _torch_model, "python"
-    return (_onnx_cpu_model, None) if target == "cpu" else (_onnx_gpu_model, None)
+    if target == "cpu":
+        return _onnx_cpu_model, None
+    if built_engine(artifacts, spec):
+        return _tensorrt_model, "tensorrt_plan"
+    return _onnx_gpu_model, None
 
 
 NOOP_SUFFIX = "_noop"
@@ -78,7 +91,7 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
             manifest = load_manifest(artifacts, get_spec(spec.variant_of) if spec.variant_of else spec)
             version_dir = tmp / spec.name / str(version)
             version_dir.mkdir(parents=True)
-            make, runner = _model_maker(spec, target)
+            make, runner = _model_maker(spec, target, artifacts)
             info, params = make(spec, artifacts, version_dir, target)
             config = build_config(spec, target, runner=runner, parameters=params)
             (tmp / spec.name / "config.pbtxt").write_text(to_pbtxt(config))

@@ -59,6 +59,10 @@ def cmd_optimize(args) -> int:
     from tritonize.export.optimize import optimize_model
 
     specs = _specs(args.models)
+    if args.tensorrt:
+        from tritonize.export.tensorrt import build_engine, require_tensorrt
+
+        require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
     choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(s, args.out, tuple(args.variants), step))
     table = Table("model", "variant", "parity", "max |err|", "top-1", "p50 batch 1 (ms)", "p50 max batch (ms)",
                   "speed-up", title="CPU variants (ONNX Runtime, in-process)")
@@ -74,6 +78,12 @@ def cmd_optimize(args) -> int:
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
                           f"{choice['speedup_vs_fp32'].get(name, float('nan')):.2f}x")
     out.print(table)
+    if args.tensorrt:
+        engines = for_each_model(specs, "TensorRT", lambda s, step: build_engine(s, args.out, args.trt_precision, step))
+        table = Table("model", "precision", "TensorRT", "GPU", "max |err| vs ORT", title="TensorRT engines")
+        for spec, info in zip(specs, engines):
+            table.add_row(spec.name, info["precision"], info["tensorrt"], info["gpu"], f"{info['parity']['max_abs_err']:.2e}")
+        out.print(table)
     return 0
 
 
@@ -169,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_models(sub.add_parser("optimize", help="ORT-optimized and INT8 CPU variants, checked, timed, one picked"))
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
+    p.add_argument("--trt-precision", choices=["fp32", "fp16", "bf16"], default="fp16", help="engine precision (default: %(default)s)")
     p.set_defaults(func=cmd_optimize)
 
     from tritonize.repository.writer import DEFAULT_OUT
@@ -218,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     from tritonize.artifacts import ArtifactError
     from tritonize.export.onnx_export import ExportError
     from tritonize.export.parity import ParityError
+    from tritonize.export.tensorrt import TensorRTUnavailable
     from tritonize.server import ServerError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, CliError, ValueError) as e:
+    except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, TensorRTUnavailable, CliError,
+            ValueError) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ FP32 = Tolerance(atol=1e-4, rtol=1e-3)
 # agreement here is a worst case (measured 0.95-0.98 over 1,000 rows).
 INT8 = Tolerance(atol=0.5, rtol=0.1, min_top1=0.9)
 FP16 = Tolerance(atol=2e-2, rtol=2e-2, min_top1=0.99)
+BF16 = Tolerance(atol=6e-2, rtol=6e-2, min_top1=0.97)  # 8 mantissa bits against FP16's 11
 
 
 def seeded(seed: int, build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -36,7 +37,7 @@ def _logits(n: int) -> tuple[TensorSpec, ...]:
     return (TensorSpec("logits", "float32", (BATCH, n)),)
 
 
-TOLERANCES = {"fp32": FP32, "int8": INT8, "fp16": FP16}
+TOLERANCES = {"fp32": FP32, "int8": INT8, "fp16": FP16, "bf16": BF16}
 
 _SPECS = [
     ModelSpec(
