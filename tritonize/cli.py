@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
+    from tritonize.client.infer_cmd import register as register_infer
+
+    register_infer(sub)
+
     p = sub.add_parser("bench", help="in-process and served latency/throughput, one report under bench/results/")
     p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer)")
     p.add_argument("--quick", action="store_true", help="a short run (under 2 minutes on 2 CPU cores)")
@@ -232,12 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     from tritonize.export.parity import ParityError
     from tritonize.export.tensorrt import TensorRTUnavailable
     from tritonize.server import ServerError
+    from tritonclient.utils import InferenceServerException
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, TensorRTUnavailable, CliError,
-            ValueError) as e:
+            ValueError, InferenceServerException) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:

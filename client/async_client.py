@@ -1,0 +1,219 @@
+"""`AsyncTritonClient`: the same surface as `TritonClient`, for asyncio, on tritonclient.grpc.aio."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable, Sequence, TypeVar
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from tritonize.client.core import (CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore,
+                                   is_in_use)
+from tritonize.client.endpoints import Endpoint, EndpointRing
+from tritonize.client.errors import NotReadyError
+from tritonize.client.model_info import ModelInfo
+from tritonize.client.request import (Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare,
+                                      read_outputs)
+from tritonize.client.shared_memory import Layout
+
+T = TypeVar("T")
+
+
+class AsyncTritonClient(ClientCore):
+    """An asyncio client for one or more Triton servers (gRPC); options as for `TritonClient`.
+
+    >>> async with AsyncTritonClient("127.0.0.1:8001") as client:
+    ...     outputs = await client.infer("mlp", x)
+
+    Chunks of a split batch are sent concurrently. The gRPC channels are opened on first use, inside
+    the running event loop (an aio channel belongs to the loop it was made in); use one client per
+    event loop.
+    """
+
+    def _open(self) -> None:
+        self._ring_or_none: EndpointRing | None = None
+        self._fetching: dict[str, asyncio.Future] = {}
+
+    @property
+    def _ring(self) -> EndpointRing:
+        if self._ring_or_none is None:
+            self._check_open()
+            self._ring_or_none = self._make_ring(aioclient.InferenceServerClient)
+        return self._ring_or_none
+
+    # -- public API -------------------------------------------------------------------------------
+
+    async def infer(self, model: str, inputs: Inputs, *, outputs: Sequence[str] | None = None,
+                    timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """As `TritonClient.infer`; the chunks of a split batch are in flight together."""
+        info = self._models.get(model) or await self.model_info(model)
+        request = prepare(info, inputs, outputs, split_batches=self.split_batches)
+        timeout_s, deadline = self._deadline(timeout_s)
+        if request.batch <= info.max_batch_size:
+            return await self._with_retries(model, timeout_s, deadline, self._send, request)
+        tasks = [asyncio.ensure_future(self._with_retries(model, timeout_s, deadline, self._send, chunk))
+                 for chunk in request.split(info.max_batch_size)]
+        try:
+            return concat_outputs(list(await asyncio.gather(*tasks)))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def model_info(self, model: str, *, refresh: bool = False) -> ModelInfo:
+        """As `TritonClient.model_info`."""
+        self._check_open()
+        info = None if refresh else self._models.get(model)
+        if info is not None:
+            return info
+        # Requests that need the same model at once share one fetch. Each waiter is shielded, so a
+        # cancelled caller does not cancel the fetch the others wait for.
+        fetch = self._fetching.get(model)
+        if fetch is None or refresh:
+            timeout_s, deadline = self._deadline(None)
+            fetch = asyncio.ensure_future(self._with_retries(model, timeout_s, deadline, self._fetch_info, model))
+            self._fetching[model] = fetch
+            fetch.add_done_callback(lambda done, name=model: self._fetched(name, done))
+        return await asyncio.shield(fetch)
+
+    def _fetched(self, model: str, fetch: asyncio.Future) -> None:
+        if self._fetching.get(model) is fetch:
+            del self._fetching[model]
+        if not fetch.cancelled() and fetch.exception() is None:  # exception() also marks it as seen
+            self._models[model] = fetch.result()
+
+    async def wait_ready(self, timeout_s: float = 30.0, model: str | None = None, *,
+                         every: bool = False) -> list[str]:
+        """As `TritonClient.wait_ready`."""
+        self._check_open()
+        deadline = time.monotonic() + timeout_s
+        last = {}
+        while True:
+            ready = []
+            for endpoint in self._ring.endpoints:
+                t = min(max(deadline - time.monotonic(), 0.05), 1.0)
+                try:
+                    if (await endpoint.client.is_server_ready(client_timeout=t)
+                            and (model is None or await endpoint.client.is_model_ready(model, client_timeout=t))):
+                        ready.append(endpoint.url)
+                        self._ring.mark_up(endpoint)
+                    else:
+                        last[endpoint.url] = "not ready" if model is None else f"model {model} not ready"
+                except InferenceServerException as e:
+                    last[endpoint.url] = str(e)
+            if ready and (not every or len(ready) == len(self._ring.endpoints)):
+                return ready
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotReadyError(f"not ready within {timeout_s:g} s: "
+                                    + "; ".join(f"{u}: {why}" for u, why in last.items() if u not in ready))
+            await asyncio.sleep(min(0.1, left))
+
+    async def close(self) -> None:
+        """As `TritonClient.close`."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ring_or_none is None:
+            return
+        for endpoint in self._ring_or_none.endpoints:
+            try:
+                for region in endpoint.regions.take_all():
+                    endpoint.regions.discard(region)
+                await self._unregister_pending(endpoint, wait_s=UNREGISTER_WAIT_S)
+            finally:
+                await endpoint.client.close()
+
+    async def __aenter__(self) -> "AsyncTritonClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- one call, retried ------------------------------------------------------------------------
+
+    async def _with_retries(self, model: str, timeout_s: float | None, deadline: float | None,
+                            call: Callable[..., Awaitable[T]], *args) -> T:
+        """`await call(endpoint, client_timeout, *args)`, retried on other endpoints or after a backoff."""
+        self._check_open()
+        ring = self._ring
+        attempts = self._attempts(f"model {model}", timeout_s, deadline)
+        while True:
+            endpoint = ring.pick()
+            try:
+                result = await call(endpoint, attempts.client_timeout(), *args)
+            except InferenceServerException as error:
+                wait = self._after_failure(ring, attempts, endpoint, error)
+                if wait:
+                    await asyncio.sleep(wait)
+                continue
+            if endpoint.failures:
+                ring.mark_up(endpoint)
+            return result
+
+    @staticmethod
+    async def _fetch_info(endpoint: Endpoint, client_timeout: float | None, model: str) -> ModelInfo:
+        metadata = await endpoint.client.get_model_metadata(model, client_timeout=client_timeout)
+        config = await endpoint.client.get_model_config(model, client_timeout=client_timeout)
+        return ModelInfo.from_server(metadata, config.config)
+
+    async def _send(self, endpoint: Endpoint, client_timeout: float | None,
+                    request: Request) -> dict[str, np.ndarray]:
+        if self._wants_shm(request):
+            return await self._send_shared(endpoint, request, client_timeout)
+        # tritonclient.grpc.aio takes the request objects of tritonclient.grpc.
+        result = await endpoint.client.infer(request.model.name, build_inputs(grpcclient, request),
+                                             outputs=build_outputs(grpcclient, request),
+                                             client_timeout=client_timeout)
+        return read_outputs(result, request)
+
+    async def _send_shared(self, endpoint: Endpoint, request: Request,
+                           client_timeout: float | None) -> dict[str, np.ndarray]:
+        pool = endpoint.regions
+        if pool.has_pending:
+            await self._unregister_pending(endpoint)
+        layout = Layout.plan(request)
+        region = pool.take(layout.byte_size)
+        done = False
+        try:
+            if not region.registered:
+                region.registered = True  # set first: a registration the client timed out on may still exist
+                await endpoint.client.register_system_shared_memory(region.name, region.key, region.byte_size,
+                                                                    client_timeout=client_timeout)
+            layout.write_inputs(region)
+            result = await endpoint.client.infer(request.model.name,
+                                                 layout.infer_inputs(grpcclient, region, request),
+                                                 outputs=layout.requested_outputs(grpcclient, region),
+                                                 client_timeout=client_timeout)
+            outputs = layout.read_outputs(result, region, request)
+            done = True
+        finally:
+            # No await on the failure path: it also runs when the task is cancelled.
+            evicted = pool.give_back(region) if done else None
+            if not done:
+                pool.discard(region)
+            elif evicted is not None:
+                pool.discard(evicted)
+        if pool.has_pending:
+            await self._unregister_pending(endpoint)
+        return outputs
+
+    async def _unregister_pending(self, endpoint: Endpoint, wait_s: float = 0.0) -> None:
+        """As in `TritonClient`: unregister what waits for it; regions still in use wait up to `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            still_used = []
+            for name in endpoint.regions.take_pending():
+                try:
+                    await endpoint.client.unregister_system_shared_memory(name, client_timeout=CONTROL_TIMEOUT_S)
+                except InferenceServerException as e:
+                    if is_in_use(e):
+                        still_used.append(name)
+            endpoint.regions.requeue_pending(still_used)
+            if not still_used or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(UNREGISTER_POLL_S)

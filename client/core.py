@@ -1,0 +1,126 @@
+"""What the sync and the asyncio client share: options, the model cache, failure handling.
+
+The two clients differ only in how they wait (blocking calls and `time.sleep`, or `await`); every
+decision (which endpoint, retry or not, shared memory or not, how to split a batch) is made here.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+from tritonclient.utils import InferenceServerException
+
+from tritonize.client.endpoints import Endpoint, EndpointRing, normalize_url
+from tritonize.client.model_info import ModelInfo
+from tritonize.client.request import Request
+from tritonize.client.retry import Attempts, RetryPolicy
+
+DEFAULT_URL = "127.0.0.1:8001"
+# Triton refuses to unregister a region a request still uses; how long close() keeps asking.
+UNREGISTER_WAIT_S = 2.0
+UNREGISTER_POLL_S = 0.02
+CONTROL_TIMEOUT_S = 5.0  # limit for the client's own housekeeping RPCs (unregister)
+
+
+def channel_args() -> list[tuple[str, object]]:
+    """tritonclient's own defaults, plus a quick reconnect: gRPC waits up to 120 s between
+    reconnection attempts by default, so a restarted server would stay unused long after it is up.
+    A local subchannel pool gives each client a connection of its own."""
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
+def shm_threshold(use_shared_memory: bool | int) -> float | None:
+    """True: every request; an int: requests whose inputs hold at least that many bytes; False: none."""
+    if use_shared_memory is True:
+        return 0
+    if use_shared_memory is False or use_shared_memory is None:
+        return None
+    if isinstance(use_shared_memory, int) and use_shared_memory >= 0:
+        return use_shared_memory
+    raise ValueError(f"use_shared_memory must be True, False or a byte threshold >= 0, got {use_shared_memory!r}")
+
+
+def is_in_use(error: InferenceServerException) -> bool:
+    """Triton's answer to unregistering a region that a request still reads or writes."""
+    return "in use" in (error.message() or "")
+
+
+def is_stale_region(error: InferenceServerException) -> bool:
+    """The server does not know a region this client registered: it restarted in between."""
+    message = (error.message() or "").lower()
+    return "shared memory" in message and ("unable to find" in message or "not found" in message)
+
+
+class ClientCore:
+    """Options and state common to `TritonClient` and `AsyncTritonClient`."""
+
+    def __init__(self, urls: str | Sequence[str] = DEFAULT_URL, *, timeout_s: float | None = None,
+                 retry: RetryPolicy | None = None, use_shared_memory: bool | int = False,
+                 split_batches: bool = True, cooldown_s: float = 2.0):
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        self.urls = [normalize_url(u) for u in urls]
+        if not self.urls:
+            raise ValueError("a client needs at least one server URL, e.g. 127.0.0.1:8001")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 (or None for no limit), got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.shm_threshold = shm_threshold(use_shared_memory)
+        self.split_batches = split_batches
+        self.cooldown_s = cooldown_s
+        self._models: dict[str, ModelInfo] = {}
+        self._closed = False
+        self._open()
+
+    def _open(self) -> None:
+        """Set up the client's connections and state (each client class its own)."""
+        raise NotImplementedError
+
+    def _make_ring(self, client_class) -> EndpointRing:
+        return EndpointRing(self.urls, lambda url: client_class(url, channel_args=channel_args()), self.cooldown_s)
+
+    def _deadline(self, timeout_s: float | None) -> tuple[float | None, float | None]:
+        """The call's timeout and the monotonic time it ends at; (None, None) for no limit."""
+        if timeout_s is None:
+            timeout_s = self.timeout_s
+            if timeout_s is None:
+                return None, None
+        if math.isinf(timeout_s):
+            return None, None
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        return timeout_s, time.monotonic() + timeout_s
+
+    def _attempts(self, what: str, timeout_s: float | None, deadline: float | None) -> Attempts:
+        return Attempts(self.retry, timeout_s, what, deadline)
+
+    def _wants_shm(self, request: Request) -> bool:
+        return self.shm_threshold is not None and request.nbytes >= self.shm_threshold
+
+    @staticmethod
+    def _after_failure(ring: EndpointRing, attempts: Attempts, endpoint: Endpoint,
+                       error: InferenceServerException) -> float:
+        """Mark the endpoint down on a retryable error, and say how long to wait before retrying
+        (or raise)."""
+        if is_stale_region(error):
+            # The server restarted while the client was idle: its pooled regions are gone there.
+            endpoint.regions.discard_idle()
+        elif attempts.policy.is_retryable(error):
+            ring.mark_down(endpoint)
+            # A restarted server forgets registrations; a live one gets the stale names unregistered.
+            endpoint.regions.discard_idle()
+        return attempts.after_failure(error, endpoint.url, ring.has_other_up(endpoint),
+                                      retry_anyway=is_stale_region(error))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this client is closed; create a new one")

@@ -1,0 +1,154 @@
+"""Fixtures of the client tests: raw tritonclient access to the session server, and extra servers.
+
+Extra servers load only the models they need (mlp, or a tiny BYTES model), since each start costs
+seconds on this machine.
+"""
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tritonize.models import get_spec
+from tritonize.server import TritonServer, free_port
+
+OUR_SEGMENTS = f"tritonize_client_{os.getpid()}_"
+
+TEXT_CONFIG = """\
+name: "text_stats"
+backend: "python"
+max_batch_size: 8
+input [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [
+  { name: "length" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "upper" data_type: TYPE_STRING dims: [ 1 ] }
+]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+# A model with BYTES in and out, and a numeric output beside a BYTES one: byte length and upper case
+# of each string.
+TEXT_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text = pb_utils.get_input_tensor_by_name(request, "text").as_numpy()
+            length = np.vectorize(len, otypes=[np.int32])(text)
+            upper = np.vectorize(bytes.upper, otypes=[np.object_])(text)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor("length", length), pb_utils.Tensor("upper", upper)]))
+        return responses
+"""
+
+
+@pytest.fixture(scope="session")
+def raw(server):
+    """Plain tritonclient on the session server: the reference the client is compared with."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()
+
+
+def request_count(raw_client, model: str) -> int:
+    """Requests the server has executed for `model`, successful or failed."""
+    stats = raw_client.get_inference_statistics(model).model_stats[0].inference_stats
+    return stats.success.count + stats.fail.count
+
+
+@pytest.fixture(scope="session")
+def requests_seen():
+    return request_count
+
+
+@pytest.fixture(scope="session")
+def assert_rows_match(cpu_repository):
+    """A check for results of requests the server may have batched together.
+
+    A served variant can depend on its batch's other rows (dynamic INT8 quantizes activations per
+    batch), so such results match the reference within the variant's tolerance, not bit for bit;
+    and, with `own_rows`, each row must be nearest to its own reference row, so no result went to the
+    wrong request (meaningful where rows differ by more than the variant's noise: mlp's 10 logits, not
+    the transformer's 2)."""
+    from tritonize.export.optimize import PRECISION
+
+    index = json.loads((cpu_repository / "repository.json").read_text())
+
+    def check(model: str, got: list[np.ndarray], want: list[np.ndarray], own_rows: bool = True) -> None:
+        tolerance = get_spec(model).tolerance(PRECISION.get(index["models"][model]["variant"], "fp32"))
+        got_rows, want_rows = np.concatenate(got), np.concatenate(want)
+        assert got_rows.shape == want_rows.shape
+        np.testing.assert_allclose(got_rows, want_rows, rtol=tolerance.rtol, atol=tolerance.atol)
+        if not own_rows:
+            return
+        distances = ((got_rows[:, None, :] - want_rows[None, :, :]) ** 2).sum(axis=-1)
+        assert (distances.argmin(axis=1) == np.arange(len(got_rows))).all(), "a row matches another request's row"
+
+    return check
+
+
+@pytest.fixture
+def our_segments():
+    """A function listing this process's client segments in /dev/shm."""
+    return lambda: sorted(p for p in os.listdir("/dev/shm") if p.startswith(OUR_SEGMENTS))
+
+
+def start_all(servers: list[TritonServer]) -> None:
+    """Start servers side by side (each start mostly waits on the server's own loading)."""
+    errors = []
+
+    def start(s):
+        try:
+            s.start()
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    if errors:
+        raise errors[0]
+
+
+def close_all(servers: list[TritonServer]) -> None:
+    threads = [threading.Thread(target=s.close) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+
+def fixed_port_server(repository: Path, models: list[str]) -> TritonServer:
+    """A server on ports chosen now and kept: stop() and start() bring it back at the same address."""
+    return TritonServer(repository, models, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+
+
+@pytest.fixture(scope="module")
+def mlp_pair(cpu_repository):
+    """Two extra servers of mlp only, on fixed ports, running; tests may stop and restart them."""
+    servers = [fixed_port_server(cpu_repository, ["mlp"]) for _ in range(2)]
+    try:
+        start_all(servers)
+        yield servers
+    finally:
+        close_all(servers)
+
+
+@pytest.fixture(scope="session")
+def text_server(tmp_path_factory):
+    """A server of one Python-backend model with BYTES input and outputs (no artifacts needed)."""
+    repository = tmp_path_factory.mktemp("text") / "model_repository"
+    (repository / "text_stats" / "1").mkdir(parents=True)
+    (repository / "text_stats" / "config.pbtxt").write_text(TEXT_CONFIG)
+    (repository / "text_stats" / "1" / "model.py").write_text(TEXT_MODEL)
+    with TritonServer(repository, ["text_stats"]) as s:
+        yield s
