@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -112,7 +113,12 @@ def plots(results: dict, folder: Path) -> list[str]:
             ax_thr.plot([p[0] for p in pts], [p[3] for p in pts], marker="o", label=label)
         ax_lat.set(xlabel="concurrency", ylabel="latency p50 (ms)", title="Latency vs concurrency", xscale="log", yscale="log")
         ax_thr.set(xlabel="concurrency", ylabel="inferences/s", title="Throughput vs concurrency", xscale="log")
+        levels = sorted({r["level"] for r in closed})
         for ax in (ax_lat, ax_thr):
+            ax.set_xticks(levels, [f"{lv:g}" for lv in levels])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
