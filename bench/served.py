@@ -7,6 +7,7 @@ reports beside the client's latency.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -55,6 +56,17 @@ def model_statistics(grpc_url: str, model: str) -> dict:
     return total
 
 
+def settled_statistics(grpc_url: str, model: str, answered: int, timeout_s: float = 3.0) -> dict:
+    """Statistics once the server's success count reaches `answered` (bounded wait): Triton records
+    a request just after sending its response, so the last few can lag behind the client."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = model_statistics(grpc_url, model)
+        if stats["success_count"] >= answered or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.02)
+
+
 def server_breakdown(before: dict, after: dict) -> dict:
     """Per-request server-side microseconds between two statistics snapshots, and the mean batch the
     dynamic batcher formed (inferences per model execution)."""
@@ -81,6 +93,7 @@ def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec
         result = open_loop(make, level, duration_s, max_requests)
     else:
         raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
-    after = model_statistics(grpc_url, model)
+    warmup = warmup_requests * int(level) if mode == "closed" else 0
+    after = settled_statistics(grpc_url, model, before["success_count"] + result.ok + warmup)
     return {"model": model, "protocol": protocol, "batch": batch, **result.summary(),
             "infer_per_s": result.throughput_rps * batch, **server_breakdown(before, after)}

@@ -6,9 +6,11 @@ seconds on this machine.
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -57,10 +59,16 @@ def raw(server):
     client.close()
 
 
-def request_count(raw_client, model: str) -> int:
-    """Requests the server has executed for `model`, successful or failed."""
-    stats = raw_client.get_inference_statistics(model).model_stats[0].inference_stats
-    return stats.success.count + stats.fail.count
+def request_count(raw_client, model: str, at_least: int | None = None, timeout_s: float = 3.0) -> int:
+    """Requests the server has executed for `model`, successful or failed. The server counts a
+    request just after answering it, so with `at_least` this waits (bounded) for the count to get there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = raw_client.get_inference_statistics(model).model_stats[0].inference_stats
+        count = stats.success.count + stats.fail.count
+        if at_least is None or count >= at_least or time.monotonic() > deadline:
+            return count
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ def test_150_rows_through_mlp_max_64_equal_the_chunks_and_the_rows(server, raw, 
     before = requests_seen(raw, "mlp")
     with TritonClient(server.grpc_url) as client:
         got = client.infer("mlp", rows)["logits"]
-    assert requests_seen(raw, "mlp") - before == 3  # 64 + 64 + 22 rows
+    assert requests_seen(raw, "mlp", at_least=before + 3) - before == 3  # 64 + 64 + 22 rows
     assert got.shape == (150, 10)
     chunks = np.concatenate([raw_logits(raw, "mlp", rows[i:i + 64]) for i in range(0, 150, 64)])
     np.testing.assert_array_equal(got, chunks)

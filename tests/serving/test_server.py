@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from tritonize.export.runtime import ort_session, run_ort
 from tritonize.models import get_spec, model_names
-from tritonize.server import ServerError, TritonServer, load_failures
+from tritonize.server import ServerError, TritonServer, free_port, load_failures
 
 pytestmark = pytest.mark.server
 MODELS = model_names("onnx")
@@ -97,8 +97,9 @@ def test_missing_repository_is_reported(tmp_path):
 
 
 def test_cli_serve_prints_endpoints_and_stops_on_ctrl_c(cpu_repository):
+    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
     proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
-                             "--models", "mlp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--models", "mlp", *ports], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     try:
         lines = []
