@@ -96,6 +96,7 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
                 latency[f"batch{batch}"] = measure_latency(lambda: candidate(feed), iters=latency_iters)
             results[name] = {"built": True, "precision": PRECISION[name], "parity_ok": report.ok,
                              "max_abs_err": report.max_abs_err, "top1_agreement": report.top1_agreement,
+                             "min_cosine": report.min_cosine,
                              "tolerance": report.tolerance, "latency": latency,
                              "size_bytes": out.stat().st_size}
         choice = pick_variant(results)

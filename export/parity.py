@@ -23,6 +23,7 @@ class CaseResult:
     worst_output: str
     within_tolerance: bool
     top1_matches: int | None = None
+    min_cosine: float | None = None
 
 
 @dataclass
@@ -42,9 +43,15 @@ class ParityReport:
         return sum(c.top1_matches for c in counted) / sum(c.batch for c in counted)
 
     @property
+    def min_cosine(self) -> float | None:
+        values = [c.min_cosine for c in self.cases if c.min_cosine is not None]
+        return min(values) if values else None
+
+    @property
     def ok(self) -> bool:
-        top1 = self.top1_agreement
-        return all(c.within_tolerance for c in self.cases) and (top1 is None or top1 >= self.tolerance["min_top1"])
+        top1, cosine, floor = self.top1_agreement, self.min_cosine, self.tolerance.get("min_cosine")
+        return (all(c.within_tolerance for c in self.cases) and (top1 is None or top1 >= self.tolerance["min_top1"])
+                and (floor is None or cosine is None or cosine >= floor))
 
     @property
     def max_abs_err(self) -> float:
@@ -55,21 +62,24 @@ class ParityReport:
 
     def to_json(self) -> dict:
         return {"precision": self.precision, "tolerance": self.tolerance, "ok": self.ok,
-                "max_abs_err": self.max_abs_err, "top1_agreement": self.top1_agreement,
+                "max_abs_err": self.max_abs_err, "top1_agreement": self.top1_agreement, "min_cosine": self.min_cosine,
                 "rows": sum(c.batch for c in self.cases), "cases": [asdict(c) for c in self.cases]}
 
     def failure_message(self, spec: ModelSpec, what: str) -> str:
         w = self.worst()
         shape = f"batch {w.batch}" + (f", seq {w.seq}" if w.seq is not None else "")
         top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.3f} over {sum(c.batch for c in self.cases)} rows"
+        if self.min_cosine is not None:
+            top1 += f", min cosine similarity {self.min_cosine:.6f}"
         return (f"model {spec.name!r}: {what} parity failed; worst at input shape {shape}: output {w.worst_output!r} "
                 f"max abs error {w.max_abs_err:.3g}{top1} (tolerance atol={self.tolerance['atol']}, "
-                f"rtol={self.tolerance['rtol']}, min top-1={self.tolerance['min_top1']})")
+                f"rtol={self.tolerance['rtol']}, min top-1={self.tolerance['min_top1']}, "
+                f"min cosine={self.tolerance.get('min_cosine')})")
 
 
 def compare(spec: ModelSpec, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tol: Tolerance,
             batch: int, seq: int | None) -> CaseResult:
-    worst_name, worst_err, within, top1 = "", -1.0, True, None
+    worst_name, worst_err, within, top1, cosine = "", -1.0, True, None, None
     for name in spec.output_names:
         exp, act = expected[name].astype(np.float64), actual[name].astype(np.float64)
         if exp.shape != act.shape:
@@ -82,7 +92,12 @@ def compare(spec: ModelSpec, expected: dict[str, np.ndarray], actual: dict[str, 
         if spec.classifier:
             matches = int(np.sum(exp.argmax(-1) == act.argmax(-1)))
             top1 = matches if top1 is None else min(top1, matches)
-    return CaseResult(batch, seq, worst_err, worst_name, within, top1)
+        else:
+            rows_exp, rows_act = exp.reshape(len(exp), -1), act.reshape(len(act), -1)
+            norms = np.linalg.norm(rows_exp, axis=1) * np.linalg.norm(rows_act, axis=1)
+            cos = float(np.min(np.sum(rows_exp * rows_act, axis=1) / np.maximum(norms, 1e-30)))
+            cosine = cos if cosine is None else min(cosine, cos)
+    return CaseResult(batch, seq, worst_err, worst_name, within, top1, cosine)
 
 
 def parity_cases(spec: ModelSpec) -> list[tuple[int, int | None]]:

@@ -87,13 +87,15 @@ class TensorSpec:
 class Tolerance:
     """How close a copy of the model must stay to PyTorch FP32.
 
-    Outputs must satisfy |a - b| <= atol + rtol * |b| elementwise, and, for classifiers, the arg-max
-    must agree on at least `min_top1` of the rows.
+    Outputs must satisfy |a - b| <= atol + rtol * |b| elementwise; for classifiers the arg-max must
+    agree on at least `min_top1` of the rows; with `min_cosine`, every row's cosine similarity to
+    the reference must reach it (embedding models).
     """
 
     atol: float
     rtol: float
     min_top1: float = 1.0
+    min_cosine: float | None = None
 
 
 @dataclass(frozen=True)
