@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
 from tritonize.client.core import DEFAULT_URL
 from tritonize.client.examples import random_inputs
@@ -37,6 +38,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--input", dest="inputs", action="append", metavar="SOURCE",
                    help="'random' (default: made from the model's metadata), FILE.npy for a one-input model, "
                         "FILE.npz with arrays named after the inputs, or NAME=FILE.npy (repeat per input)")
+    p.add_argument("--text", dest="texts", action="append", metavar="TEXT",
+                   help="a sentence for a text model (repeat for a batch); MODEL or its MODEL_text ensemble "
+                        "takes the strings and tokenizes them on the server")
     p.add_argument("--batch", type=int, default=1, help="rows of random input (default: %(default)s)")
     p.add_argument("--seq", type=int, default=None, help="length of variable axes of random input")
     p.add_argument("--protocol", choices=["grpc"], default="grpc", help="transport (default: %(default)s)")
@@ -56,15 +60,39 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
     urls = args.urls or [DEFAULT_URL]
     with TritonClient(urls, timeout_s=args.timeout, use_shared_memory=args.shared_memory) as client:
-        info = client.model_info(args.model)
-        inputs = load_inputs(args.inputs or ["random"], info, args.batch, args.seq, args.seed)
+        if args.texts:
+            if args.inputs:
+                raise ValueError("--text and --input cannot be combined")
+            info = text_model_info(client, args.model)
+            inputs = {info.inputs[0].name: np.array([[t.encode("utf-8")] for t in args.texts], dtype=object)}
+        else:
+            info = client.model_info(args.model)
+            inputs = load_inputs(args.inputs or ["random"], info, args.batch, args.seq, args.seed)
         latencies = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            outputs = client.infer(args.model, inputs)
+            outputs = client.infer(info.name, inputs)
             latencies.append(time.perf_counter() - start)
     print(report(info, urls, inputs, outputs, latencies))
     return 0
+
+
+TEXT_SUFFIX = "_text"
+
+
+def text_model_info(client: TritonClient, model: str) -> ModelInfo:
+    """The model that takes strings: MODEL itself when its one input is BYTES, else MODEL_text."""
+    info = client.model_info(model)
+    if len(info.inputs) == 1 and info.inputs[0].is_bytes:
+        return info
+    try:
+        text = client.model_info(model + TEXT_SUFFIX)
+    except InferenceServerException:
+        raise ValueError(f"model {model} takes {', '.join(f'{i.name} {i.datatype}' for i in info.inputs)}, not text, "
+                         f"and the server has no {model + TEXT_SUFFIX} model that does") from None
+    if len(text.inputs) != 1 or not text.inputs[0].is_bytes:
+        raise ValueError(f"model {text.name} does not take one BYTES input")
+    return text
 
 
 def load_inputs(sources: list[str], info: ModelInfo, batch: int, seq: int | None, seed: int) -> dict[str, np.ndarray]:

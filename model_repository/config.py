@@ -84,3 +84,38 @@ def to_pbtxt(config: mc.ModelConfig) -> str:
 
 def parse_pbtxt(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
+
+
+TOKENIZER_SUFFIX = "_tokenizer"
+TEXT_SUFFIX = "_text"
+
+
+def build_tokenizer_config(spec: ModelSpec, target: str, parameters: dict[str, str]) -> mc.ModelConfig:
+    """`<model>_tokenizer`: BYTES text in, the model's token inputs out (a Python-backend model)."""
+    text = spec.text
+    config = mc.ModelConfig(
+        name=spec.name + TOKENIZER_SUFFIX, backend="python", max_batch_size=spec.serving.max_batch_size,
+        input=[_tensor(text.input, mc.ModelInput)],
+        output=[_tensor(t, mc.ModelOutput) for t in spec.inputs],
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.serving.instance_count)],
+    )
+    for key, value in parameters.items():
+        config.parameters[key].string_value = str(value)
+    return config
+
+
+def build_text_ensemble_config(spec: ModelSpec) -> mc.ModelConfig:
+    """`<model>_text`: an ensemble, tokenizer -> model, so clients send strings and get the outputs."""
+    step = mc.ModelEnsembling.Step
+    tokenize = step(model_name=spec.name + TOKENIZER_SUFFIX, model_version=-1,
+                    input_map={spec.text.input.name: spec.text.input.name},
+                    output_map={t.name: f"tokens_{t.name}" for t in spec.inputs})
+    encode = step(model_name=spec.name, model_version=-1,
+                  input_map={t.name: f"tokens_{t.name}" for t in spec.inputs},
+                  output_map={t.name: t.name for t in spec.outputs})
+    return mc.ModelConfig(
+        name=spec.name + TEXT_SUFFIX, platform="ensemble", max_batch_size=spec.serving.max_batch_size,
+        input=[_tensor(spec.text.input, mc.ModelInput)],
+        output=[_tensor(t, mc.ModelOutput) for t in spec.outputs],
+        ensemble_scheduling=mc.ModelEnsembling(step=[tokenize, encode]),
+    )

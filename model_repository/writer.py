@@ -10,13 +10,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tritonize.artifacts import atomic_dir, load_manifest, write_json
+from tritonize.artifacts import ArtifactError, atomic_dir, load_manifest, write_json
 from tritonize.export.optimize import chosen_variant
 from tritonize.export.stage import ONNX_FILE, WEIGHTS_FILE
 from tritonize.export.tensorrt import ENGINE_FILE, built_engine, engine_info
 from tritonize.models import get_spec
 from tritonize.models.spec import ModelSpec
-from tritonize.repository.config import TARGETS, build_config, to_pbtxt
+from tritonize.repository.config import (TARGETS, TEXT_SUFFIX, TOKENIZER_SUFFIX, build_config,
+                                        build_text_ensemble_config, build_tokenizer_config, to_pbtxt)
 
 BACKENDS = Path(__file__).parent / "backends"
 DEFAULT_OUT = Path("build/model_repository")
@@ -28,8 +29,15 @@ def _python_backend(runner: str, version_dir: Path) -> None:
     shutil.copyfile(BACKENDS / "request_batching.py", version_dir / "request_batching.py")
 
 
-def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
-    variant, onnx_path = chosen_variant(artifacts, spec)
+def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str,
+                    variant: str | None = None) -> tuple[dict, dict]:
+    if variant is None:
+        variant, onnx_path = chosen_variant(artifacts, spec)
+    else:
+        onnx_path = artifacts / spec.name / "variants" / variant / ONNX_FILE
+        if not onnx_path.is_file():
+            raise ArtifactError(f"model {spec.name!r}: no {variant!r} variant at {onnx_path}; "
+                                f"run `tritonize optimize {spec.name} --variants {variant}`")
     shutil.copyfile(onnx_path, version_dir / ONNX_FILE)
     _python_backend("onnxruntime", version_dir)
     params = {"onnx_file": ONNX_FILE, "intra_op_threads": spec.serving.ort_threads, "allow_spinning": 0}
@@ -71,15 +79,37 @@ def _model_maker(spec: ModelSpec, target: str, artifacts: Path):
 NOOP_SUFFIX = "_noop"
 
 
+def _text_frontend(spec: ModelSpec, root: Path, version: int, target: str) -> dict:
+    """`<model>_tokenizer` (the model's own fast tokenizer, server-side) and `<model>_text` (an
+    ensemble: strings in, the model's outputs out)."""
+    tokenizer = spec.name + TOKENIZER_SUFFIX
+    version_dir = root / tokenizer / str(version)
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(BACKENDS / "tokenizer" / "model.py", version_dir / "model.py")
+    shutil.copyfile(spec.text.tokenizer_file(), version_dir / "tokenizer.json")
+    params = {"tokenizer_file": "tokenizer.json", "max_seq_len": spec.text.max_seq_len}
+    (root / tokenizer / "config.pbtxt").write_text(to_pbtxt(build_tokenizer_config(spec, target, params)))
+    ensemble = spec.name + TEXT_SUFFIX
+    (root / ensemble / str(version)).mkdir(parents=True)  # Triton wants a version folder, even empty
+    (root / ensemble / "config.pbtxt").write_text(to_pbtxt(build_text_ensemble_config(spec)))
+    return {tokenizer: {"runner": "python/tokenizers", "variant": f"tokenizer of {spec.name}"},
+            ensemble: {"runner": "ensemble", "variant": f"{tokenizer} -> {spec.name}"}}
+
+
 def _noop_model(spec: ModelSpec, version_dir: Path) -> tuple[dict, dict]:
     shutil.copyfile(BACKENDS / "noop" / "model.py", version_dir / "model.py")
     return {"runner": "python/noop", "variant": f"does nothing, config of {spec.name}"}, {}
 
 
 def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_OUT, target: str = "cpu",
-                     version: int = 1, noop_baselines: bool = False) -> dict:
+                     version: int = 1, noop_baselines: bool = False, variants: dict[str, str] | None = None) -> dict:
     """Write the repository; `noop_baselines` adds `<model>_noop`, the same config served by a model
-    that does nothing, for the benchmarks' floor."""
+    that does nothing, for the benchmarks' floor. `variants` overrides `optimize`'s pick per model
+    (CPU target), e.g. {"minilm": "fp32"}."""
+    variants = variants or {}
+    unknown = set(variants) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"variant overrides name models not in the repository: {sorted(unknown)}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     if not specs:
@@ -92,11 +122,18 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
             version_dir = tmp / spec.name / str(version)
             version_dir.mkdir(parents=True)
             make, runner = _model_maker(spec, target, artifacts)
-            info, params = make(spec, artifacts, version_dir, target)
+            if spec.name in variants:
+                if make is not _onnx_cpu_model:
+                    raise ValueError(f"model {spec.name!r}: a variant can only be chosen for ONNX models on the cpu target")
+                info, params = make(spec, artifacts, version_dir, target, variants[spec.name])
+            else:
+                info, params = make(spec, artifacts, version_dir, target)
             config = build_config(spec, target, runner=runner, parameters=params)
             (tmp / spec.name / "config.pbtxt").write_text(to_pbtxt(config))
             index["models"][spec.name] = {**info, "spec_fingerprint": manifest["spec_fingerprint"],
                                           "artifact_onnx_sha256": manifest["files"][ONNX_FILE]}
+            if spec.text is not None:
+                index["models"].update(_text_frontend(spec, tmp, version, target))
             if noop_baselines:
                 name = spec.name + NOOP_SUFFIX
                 (tmp / name / str(version)).mkdir(parents=True)

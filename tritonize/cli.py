@@ -77,7 +77,7 @@ def cmd_optimize(args) -> int:
                     else f"{r['min_cosine']:.5f}" if r.get("min_cosine") is not None else "")
             table.add_row(spec.name, name + mark, "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.2e}",
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
-                          f"{choice['speedup_vs_fp32'].get(name, float('nan')):.2f}x")
+                          f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
     out.print(table)
     if args.tensorrt:
         engines = for_each_model(specs, "TensorRT", lambda s, step: build_engine(s, args.out, args.trt_precision, step))
@@ -92,8 +92,14 @@ def cmd_repo(args) -> int:
     from tritonize.repository.writer import build_repository
 
     specs = _specs(args.models, runtime=None)
+    overrides = {}
+    for item in args.variant or []:
+        model, sep, variant = item.partition("=")
+        if not sep:
+            raise CliError(f"--variant takes MODEL=VARIANT (e.g. minilm=fp32), got {item!r}")
+        overrides[model] = variant
     with console.status(f"building the {args.target} repository"):
-        index = build_repository(specs, args.artifacts, args.out, args.target)
+        index = build_repository(specs, args.artifacts, args.out, args.target, variants=overrides)
     table = Table("model", "runner", "variant", title=f"Triton model repository ({args.target}) -> {args.out}")
     for name, info in index["models"].items():
         table.add_row(name, info["runner"], info["variant"])
@@ -192,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu: Python backend + ONNX Runtime (what the bundled server runs); gpu: NVIDIA's container")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
+    p.add_argument("--variant", action="append", metavar="MODEL=VARIANT",
+                   help="serve this ONNX variant instead of optimize's pick (e.g. minilm=fp32)")
     p.set_defaults(func=cmd_repo)
 
     p = sub.add_parser("serve", help="run tritonserver on a repository until Ctrl-C")

@@ -9,8 +9,8 @@ import functools
 import torch
 from torch import nn
 
-from tritonize.models import nets
-from tritonize.models.spec import BATCH, SEQ, ModelSpec, ServingHints, TensorSpec, Tolerance
+from tritonize.models import minilm, nets
+from tritonize.models.spec import BATCH, SEQ, ModelSpec, ServingHints, TensorSpec, TextFrontend, Tolerance
 
 FP32 = Tolerance(atol=1e-4, rtol=1e-3)
 # Dynamic INT8 quantization moves logits by a few hundredths; the bound catches a broken graph, the
@@ -89,6 +89,37 @@ _SPECS = [
     ),
 ]
 
+
+# Sentence embeddings are judged by their direction (cosine), the way they are used.
+EMBEDDING_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999),
+    # Dynamic INT8 measured 0.956 worst-case cosine on random tokens: reported, but not served by default.
+    "int8": Tolerance(atol=0.1, rtol=1.0, min_cosine=0.99),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-1, min_cosine=0.999),
+    "bf16": Tolerance(atol=3e-2, rtol=3e-1, min_cosine=0.995),
+}
+
+
+def _minilm_spec() -> ModelSpec:
+    max_len = minilm.pipeline().max_seq_len
+    return ModelSpec(
+        name="minilm",
+        description="all-MiniLM-L6-v2 (pretrained BERT encoder) + mean pooling + L2 norm: sentence embeddings",
+        factory=minilm.load_encoder,
+        inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQ), kind="token_ids", vocab_size=30522),
+                TensorSpec("attention_mask", "int64", (BATCH, SEQ), kind="mask")),
+        outputs=(TensorSpec(minilm.OUTPUT_NAME, "float32", (BATCH, minilm.EMBEDDING_DIM)),),
+        tolerances=EMBEDDING_TOLERANCES,
+        serving=ServingHints(max_batch_size=32, preferred_batch_sizes=(8,)),
+        classifier=False,
+        seq_lens=(1, 17, 128),
+        max_seq_len=max_len,
+        text=TextFrontend(TensorSpec("text", "bytes", (BATCH, 1), kind="text", tokenizer="minilm"),
+                          tokenizer_file=lambda: minilm.model_folder() / "tokenizer.json", max_seq_len=max_len),
+    )
+
+
+_SPECS.append(_minilm_spec())
 
 
 def variant(base: ModelSpec, name: str, description: str, build: Callable[[], nn.Module]) -> ModelSpec:

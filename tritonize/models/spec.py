@@ -110,6 +110,17 @@ class ServingHints:
 
 
 @dataclass(frozen=True)
+class TextFrontend:
+    """A served string input: UTF-8 text (BYTES [batch, 1]) tokenized on the server by the model's
+    own fast tokenizer (`tokenizer_file()` gives its tokenizer.json) into the model's token inputs,
+    padded per request to its longest sentence and truncated at `max_seq_len`."""
+
+    input: TensorSpec
+    tokenizer_file: Callable[[], "object"] = field(compare=False, repr=False)
+    max_seq_len: int = 512
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
@@ -128,6 +139,8 @@ class ModelSpec:
     # Where the model can run: "onnx" models are exported and served through ONNX Runtime; "torch"
     # models (custom kernels) are served by the PyTorch runner.
     runtime: str = "onnx"
+    # Text models: the string input served in front of the token inputs (tokenized server-side).
+    text: TextFrontend | None = None
 
     @property
     def has_seq(self) -> bool:
