@@ -21,19 +21,34 @@ PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
+# Sentences of mixed lengths and scripts for text models' served rows.
+SENTENCES = ("Triton serves models over gRPC.", "Ein kurzer Satz.", "日本語の短い文です。",
+             "A somewhat longer sentence that talks about latency, throughput and dynamic batching on a CPU.")
+
+
+def text_inputs(spec: ModelSpec, batch: int) -> dict[str, np.ndarray]:
+    rows = [[SENTENCES[i % len(SENTENCES)].encode("utf-8")] for i in range(batch)]
+    return {spec.text.input.name: np.array(rows, dtype=object)}
+
+
 def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: int = 1,
-                   seq: int | None = None, rng: np.random.Generator | None = None) -> Callable[[], Callable[[], None]]:
-    """A factory of senders: each has its own client and a request built once (random valid inputs)."""
+                   seq: int | None = None, rng: np.random.Generator | None = None,
+                   text: bool = False) -> Callable[[], Callable[[], None]]:
+    """A factory of senders: each has its own client and a request built once (random valid inputs,
+    or sentences for a text model's string input when `text`)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
     module = PROTOCOLS[protocol]
-    inputs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
+    if text:
+        inputs, tensor_specs = text_inputs(spec, batch), [spec.text.input]
+    else:
+        inputs, tensor_specs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng), spec.inputs
 
     def make() -> Callable[[], None]:
         client = module.InferenceServerClient(url)
         tensors = []
-        for t in spec.inputs:
-            tensor = module.InferInput(t.name, list(inputs[t.name].shape), t.triton_dtype)
+        for t in tensor_specs:
+            tensor = module.InferInput(t.name, list(inputs[t.name].shape), "BYTES" if t.dtype == "bytes" else t.triton_dtype)
             tensor.set_data_from_numpy(inputs[t.name])
             tensors.append(tensor)
         outputs = [module.InferRequestedOutput(n) for n in spec.output_names]
@@ -83,9 +98,9 @@ def server_breakdown(before: dict, after: dict) -> dict:
 
 def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec, *, mode: str = "closed",
              level: float = 1, duration_s: float = 3.0, max_requests: int = 100_000, batch: int = 1,
-             warmup_requests: int = 5) -> dict:
+             warmup_requests: int = 5, text: bool = False) -> dict:
     """One bounded load run on `model` with the server's breakdown; a flat dict for the report."""
-    make = sender_factory(protocol, url, model, spec, batch)
+    make = sender_factory(protocol, url, model, spec, batch, text=text)
     before = model_statistics(grpc_url, model)
     if mode == "closed":
         result: LoadResult = closed_loop(make, int(level), duration_s, max_requests, warmup_requests)

@@ -29,6 +29,7 @@ from tritonize.bench.report import write_report
 from tritonize.bench.served import run_load
 from tritonize.bench.sweep import batching_sweep, write_back
 from tritonize.models import get_spec
+from tritonize.repository.config import TEXT_SUFFIX
 from tritonize.repository.writer import NOOP_SUFFIX, build_repository
 from tritonize.server import TritonServer
 
@@ -130,6 +131,17 @@ def floor_ratio(server: TritonServer, model: str, opts: SuiteOptions) -> dict:
     return {"model": model, "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor, "rounds": p50s}
 
 
+def served_text(server: TritonServer, spec, opts: SuiteOptions, progress: Callable[[str], None]) -> list[dict]:
+    """A text model as its users call it: sentences in through `<model>_text` (tokenized on the
+    server), gRPC, over the concurrency levels; infer/s is sentences per second."""
+    rows = []
+    for level in opts.grpc_levels:
+        progress(f"served: {spec.name} text, concurrency {level}")
+        rows.append(run_load(server.grpc_url, server.grpc_url, "grpc", spec.name + TEXT_SUFFIX, spec, level=level,
+                             duration_s=opts.duration_s, text=True))
+    return rows
+
+
 def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) -> dict:
     served_models = [m for m in opts.models if get_spec(m).runtime == "onnx"]
     for m in set(opts.models) - set(served_models):
@@ -144,6 +156,9 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
             out["floor"] = floor_ratio(server, "mlp", opts)
         for model in served_models:
             spec = get_spec(model)
+            if spec.text is not None:
+                out["served"] += served_text(server, spec, opts, progress)
+                continue
             for protocol in opts.protocols:
                 url = server.grpc_url if protocol == "grpc" else server.http_url
                 for level in (opts.grpc_levels if protocol == "grpc" else opts.http_levels):

@@ -133,7 +133,7 @@ def cmd_serve(args) -> int:
 def cmd_bench(args) -> int:
     from tritonize.bench.suite import SuiteOptions, run_suite
 
-    models = args.models or ["mlp", "cnn", "lstm", "transformer"]
+    models = args.models or ["mlp", "cnn", "lstm", "transformer", "minilm"]
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=models, artifacts=args.artifacts, results_root=args.results, sweep_model=args.sweep,
                 sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served)
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_infer(sub)
 
     p = sub.add_parser("bench", help="in-process and served latency/throughput, one report under bench/results/")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer minilm)")
     p.add_argument("--quick", action="store_true", help="a short run (under 2 minutes on 2 CPU cores)")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
     p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer cnn_fused transformer_flash)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer minilm cnn_fused transformer_flash)")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
     p.add_argument("--repo", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
     p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")

@@ -22,7 +22,7 @@ from tritonize.models import get_spec
 from tritonize.repository.writer import build_repository
 from tritonize.server import TritonServer
 
-DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "cnn_fused", "transformer_flash")
+DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
 
 
 @dataclass
