@@ -11,24 +11,32 @@ from tritonize.models import get_spec, model_names
 
 
 @pytest.mark.parametrize("name", model_names("onnx"))
-def test_every_variant_passes_parity_on_fresh_inputs(artifacts, name):
+def test_variants_that_passed_parity_pass_on_fresh_inputs(artifacts, name):
     spec = get_spec(name)
     module = load_module(spec, artifacts / name)
     choice = load_manifest(artifacts, spec)["optimize"]
+    out = spec.output_names[0]
     rng = np.random.default_rng()
     for variant, result in choice["variants"].items():
         assert result["built"], result.get("error")
         tol = spec.tolerance(PRECISION[variant])
+        if not result["parity_ok"]:  # rejected: the pick skipped it and the report says why
+            assert variant in choice["rejected"] and variant != choice["chosen"]
+            assert result["min_cosine"] is not None and result["min_cosine"] < tol.min_cosine
+            continue
         session = ort_session(artifacts / name / "variants" / variant / "model.onnx")
         matches = rows = 0
         for batch in (1, spec.serving.max_batch_size):
             x = spec.example_inputs(batch, spec.default_seq(), rng)
-            expected, got = run_torch(module, spec, x)["logits"], run_ort(session, spec, x)["logits"]
+            expected, got = run_torch(module, spec, x)[out], run_ort(session, spec, x)[out]
             assert np.all(np.abs(got - expected) <= tol.atol + tol.rtol * np.abs(expected)), variant
             matches += int((got.argmax(1) == expected.argmax(1)).sum())
             rows += batch
-        assert result["top1_agreement"] >= tol.min_top1
-        assert matches / rows >= tol.min_top1 - 0.1  # fewer rows than the report's 1,000: looser
+        if spec.classifier:
+            assert result["top1_agreement"] >= tol.min_top1
+            assert matches / rows >= tol.min_top1 - 0.1  # fewer rows than the report's 1,000: looser
+        else:
+            assert result["top1_agreement"] is None and result["min_cosine"] >= tol.min_cosine
 
 
 @pytest.mark.parametrize("name", model_names("onnx"))
@@ -39,7 +47,8 @@ def test_choice_is_recorded_with_reasons_and_files(artifacts, name):
     assert choice == manifest["optimize"]
     assert choice["chosen"] in choice["variants"] and choice["variants"][choice["chosen"]]["parity_ok"]
     assert choice["chosen"] in choice["why"]
-    assert choice["variants"]["int8"]["top1_agreement"] is not None
+    int8 = choice["variants"]["int8"]
+    assert (int8["top1_agreement"] if spec.classifier else int8["min_cosine"]) is not None
     assert {"variants/fp32/model.onnx", "variants/ort_opt/model.onnx", "variants/int8/model.onnx"} <= set(manifest["files"])
     variant, path = chosen_variant(artifacts, spec)
     assert variant == choice["chosen"] and path.is_file()
