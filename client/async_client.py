@@ -13,7 +13,6 @@ from tritonclient.utils import InferenceServerException
 from tritonize.client.core import (CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore,
                                    is_in_use)
 from tritonize.client.endpoints import Endpoint, EndpointRing
-from tritonize.client.errors import NotReadyError
 from tritonize.client.model_info import ModelInfo
 from tritonize.client.request import (Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare,
                                       read_outputs)
@@ -105,13 +104,10 @@ class AsyncTritonClient(ClientCore):
                         last[endpoint.url] = "not ready" if model is None else f"model {model} not ready"
                 except InferenceServerException as e:
                     last[endpoint.url] = str(e)
-            if ready and (not every or len(ready) == len(self._ring.endpoints)):
-                return ready
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise NotReadyError(f"not ready within {timeout_s:g} s: "
-                                    + "; ".join(f"{u}: {why}" for u, why in last.items() if u not in ready))
-            await asyncio.sleep(min(0.1, left))
+            done, pause = self._readiness(ready, last, every, deadline, timeout_s)
+            if done is not None:
+                return done
+            await asyncio.sleep(pause)
 
     async def close(self) -> None:
         """As `TritonClient.close`."""

@@ -13,6 +13,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from tritonize.client.endpoints import Endpoint, EndpointRing, normalize_url
+from tritonize.client.errors import NotReadyError
 from tritonize.client.model_info import ModelInfo
 from tritonize.client.request import Request
 from tritonize.client.retry import Attempts, RetryPolicy
@@ -120,6 +121,18 @@ class ClientCore:
             endpoint.regions.discard_idle()
         return attempts.after_failure(error, endpoint.url, ring.has_other_up(endpoint),
                                       retry_anyway=is_stale_region(error))
+
+    def _readiness(self, ready: list[str], last: dict[str, str], every: bool, deadline: float,
+                   timeout_s: float) -> tuple[list[str] | None, float]:
+        """After one round of readiness checks: (the ready URLs, 0) when done, else (None, seconds to
+        sleep before the next round); raises NotReadyError once the deadline has passed."""
+        if ready and (not every or len(ready) == len(self._ring.endpoints)):
+            return ready, 0.0
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NotReadyError(f"not ready within {timeout_s:g} s: "
+                                + "; ".join(f"{u}: {why}" for u, why in last.items() if u not in ready))
+        return None, min(0.1, left)
 
     def _check_open(self) -> None:
         if self._closed:
