@@ -238,6 +238,35 @@ def load_encoder(folder: Path | None = None) -> SentenceEncoder:
     return SentenceEncoder(bert).eval()
 
 
+# (transformers treats any implementation name containing "flash" as one of its own kernels)
+FLASH_ATTENTION = "tritonize_triton_attention"
+
+
+def _flash_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' attention hook, run by the flash-attention Triton kernel.
+
+    query/key/value arrive as [batch, heads, seq, head_dim]; the mask as transformers' SDPA-style
+    boolean [batch, 1, q_len, kv_len] (True = attend), which for this bidirectional encoder is the
+    key-padding mask repeated over queries, so its first row is what the kernel takes."""
+    from tritonize.kernels.flash_attention import flash_attention
+
+    keep = None if attention_mask is None else attention_mask[:, 0, 0, :].to(torch.bool)
+    out = flash_attention(query, key, value, sm_scale=scaling, key_padding_mask=keep)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def load_flash_encoder(folder: Path | None = None) -> SentenceEncoder:
+    """The same encoder and weights with its attention computed by the flash-attention kernel."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(FLASH_ATTENTION, _flash_attention)
+    AttentionMaskInterface.register(FLASH_ATTENTION, AttentionMaskInterface._global_mapping["sdpa"])
+    encoder = load_encoder(folder)
+    encoder.bert.set_attn_implementation(FLASH_ATTENTION)
+    return encoder
+
+
 def load_tokenizer(folder: Path | None = None, max_len: int | None = None):
     """The model's own fast tokenizer (`tokenizers.Tokenizer` from tokenizer.json), set up as
     sentence-transformers uses it: truncation at `max_len` (default: max_seq_length, 256) and padding

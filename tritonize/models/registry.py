@@ -131,6 +131,10 @@ def variant(base: ModelSpec, name: str, description: str, build: Callable[[], nn
 _BY_NAME = {s.name: s for s in _SPECS}
 _SPECS.append(variant(_BY_NAME["cnn"], "cnn_fused", "the cnn with each conv+ReLU+maxpool block as one Triton kernel",
                       functools.partial(nets.CNN, block=nets.FusedConvReluPool)))
+# The text front end stays with the plain minilm: the variant is served with token inputs.
+_SPECS.append(dataclasses.replace(
+    variant(_BY_NAME["minilm"], "minilm_flash", "all-MiniLM-L6-v2 with its attention computed by the flash-attention Triton kernel",
+            minilm.load_flash_encoder), text=None))
 _SPECS.append(variant(_BY_NAME["transformer"], "transformer_flash",
                       "the transformer with its attention computed by the flash-attention Triton kernel",
                       functools.partial(nets.TransformerClassifier, attend=nets.flash_attention)))
