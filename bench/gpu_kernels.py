@@ -100,7 +100,6 @@ def attention_rows(quick: bool) -> list[dict]:
                         ms = _sdpa_ms(q, k, v, causal, backend)
                         row[f"sdpa_{name}_tflops"] = flops / ms / 1e9 if ms else None
                     rows.append(row)
-                    del q, k, v, out, ref
                     torch.cuda.empty_cache()
     return rows
 
