@@ -108,26 +108,32 @@ def cmd_repo(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import time
+    import signal
+    import threading
 
     from tritonize.server import TritonServer
 
     server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout)
-    with console.status(f"starting {server.binary.path} on {args.repo}"):
-        server.start()
+    # Ctrl-C and SIGTERM only set a flag: a KeyboardInterrupt raised inside subprocess's own polling
+    # can leave its wait lock taken, and the stop would then hang.
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        with console.status(f"starting {server.binary.path} on {args.repo}"):
+            server.start()
         out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
                   f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
                   "Ctrl-C stops the server.")
-        while server.process.poll() is None:
-            time.sleep(0.5)
-        raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
-    except KeyboardInterrupt:
+        while not stop.wait(0.5):
+            if server.process.poll() is not None:
+                raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
         console.print("stopping (SIGINT, waiting for in-flight requests)...")
         return 0
     finally:
         server.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def cmd_bench(args) -> int:
