@@ -48,7 +48,7 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
         client = module.InferenceServerClient(url)
         tensors = []
         for t in tensor_specs:
-            tensor = module.InferInput(t.name, list(inputs[t.name].shape), "BYTES" if t.dtype == "bytes" else t.triton_dtype)
+            tensor = module.InferInput(t.name, list(inputs[t.name].shape), t.wire_dtype)
             tensor.set_data_from_numpy(inputs[t.name])
             tensors.append(tensor)
         outputs = [module.InferRequestedOutput(n) for n in spec.output_names]

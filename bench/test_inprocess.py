@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tritonize.artifacts import ArtifactError, load_manifest
-from tritonize.export.optimize import VARIANTS
+from tritonize.export.optimize import VARIANTS, variant_path
 from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.export.stage import ONNX_FILE, load_module
 from tritonize.models import get_spec
@@ -72,7 +72,7 @@ def _runner(backend, spec, root, batch):
         session = ort.InferenceSession(str(folder / ONNX_FILE), providers=[provider])
         return lambda x: run_ort(session, spec, x)
     variant = backend.removeprefix("ort_")
-    path = folder / "variants" / variant / ONNX_FILE
+    path = variant_path(root, base, variant)
     if not path.is_file():
         pytest.skip(f"no {variant} variant at {path}; run `tritonize optimize {base.name}`")
     session = ort_session(path, threads=spec.serving.ort_threads, spin=False)

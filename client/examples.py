@@ -38,7 +38,7 @@ def _registry_inputs(info: ModelInfo, batch: int, seq: int | None, rng) -> dict[
     if spec is None:
         return None
     served = [(t.name, t.datatype) for t in info.inputs]
-    known = [(t.name, "BYTES" if t.triton_dtype == "STRING" else t.triton_dtype) for t in spec.inputs]
+    known = [(t.name, t.wire_dtype) for t in spec.inputs]
     if served != known:
         return None
     return spec.example_inputs(batch, seq, rng)

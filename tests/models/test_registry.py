@@ -65,3 +65,5 @@ def test_triton_dims_mark_dynamic_axes():
     ids = get_spec("transformer").inputs[0]
     assert ids.dims_without_batch() == [-1] and ids.triton_dtype == "INT64"
     assert get_spec("cnn").inputs[0].dims_without_batch() == [3, 24, 24]
+    text = get_spec("minilm").text.input
+    assert (text.triton_dtype, text.wire_dtype) == ("STRING", "BYTES")

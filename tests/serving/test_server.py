@@ -23,7 +23,7 @@ def _request(module, spec, inputs):
     tensors = []
     for t in spec.inputs:
         x = inputs[t.name]
-        tensor = module.InferInput(t.name, list(x.shape), t.triton_dtype)
+        tensor = module.InferInput(t.name, list(x.shape), t.wire_dtype)
         tensor.set_data_from_numpy(x)
         tensors.append(tensor)
     return tensors

@@ -61,7 +61,13 @@ class TensorSpec:
 
     @property
     def triton_dtype(self) -> str:
+        """The data type as model configs name it (TYPE_<this>)."""
         return TRITON_DTYPES[self.dtype]
+
+    @property
+    def wire_dtype(self) -> str:
+        """The data type as inference requests name it: strings travel as BYTES."""
+        return "BYTES" if self.dtype == "bytes" else self.triton_dtype
 
     def dims_without_batch(self) -> list[int]:
         """Triton's `dims`: the shape after the batch axis, -1 for every dynamic axis."""
