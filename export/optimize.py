@@ -135,10 +135,14 @@ def pick_variant(results: dict[str, dict]) -> dict:
     return {"chosen": best, "why": why, "speedup_vs_fp32": speedups, "rejected": rejected, "variants": results}
 
 
+def variant_path(root: Path, spec: ModelSpec, variant: str) -> Path:
+    return model_dir(root, spec) / "variants" / variant / ONNX_FILE
+
+
 def chosen_variant(root: Path, spec: ModelSpec) -> tuple[str, Path]:
     """The variant `tritonize optimize` picked, or the plain export when the model was not optimized."""
     manifest = load_manifest(root, spec)
     name = manifest.get("optimize", {}).get("chosen")
     if name is None:
         return "fp32", model_dir(root, spec) / ONNX_FILE
-    return name, model_dir(root, spec) / "variants" / name / ONNX_FILE
+    return name, variant_path(root, spec, name)

@@ -128,7 +128,7 @@ def build_engine(spec: ModelSpec, root: Path, precision: str = "fp16", step: Cal
     import torch
     from polygraphy.backend.trt import EngineFromNetwork, NetworkFromOnnxPath, TrtRunner, save_engine
 
-    load_manifest(root, spec, ignore_under=f"tensorrt/{precision}")
+    manifest = load_manifest(root, spec, ignore_under=f"tensorrt/{precision}")
     folder = model_dir(root, spec)
     out_dir = engine_dir(root, spec, precision)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def build_engine(spec: ModelSpec, root: Path, precision: str = "fp16", step: Cal
     write_json(out_dir / ENGINE_INFO, info)
     rel = f"tensorrt/{precision}"
     update_manifest(root, spec, [f"{rel}/{ENGINE_FILE}", f"{rel}/{ENGINE_INFO}"], replace_under=rel,
-                    tensorrt={**load_manifest(root, spec, verify=False).get("tensorrt", {}), precision: info})
+                    tensorrt={**manifest.get("tensorrt", {}), precision: info})
     return info
 
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from tritonize.artifacts import ArtifactError, atomic_dir, load_manifest, write_json
-from tritonize.export.optimize import chosen_variant
+from tritonize.export.optimize import chosen_variant, variant_path
 from tritonize.export.stage import ONNX_FILE, WEIGHTS_FILE
 from tritonize.export.tensorrt import ENGINE_FILE, built_engine, engine_info
 from tritonize.models import get_spec
@@ -34,7 +34,7 @@ def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target:
     if variant is None:
         variant, onnx_path = chosen_variant(artifacts, spec)
     else:
-        onnx_path = artifacts / spec.name / "variants" / variant / ONNX_FILE
+        onnx_path = variant_path(artifacts, spec, variant)
         if not onnx_path.is_file():
             raise ArtifactError(f"model {spec.name!r}: no {variant!r} variant at {onnx_path}; "
                                 f"run `tritonize optimize {spec.name} --variants {variant}`")
@@ -107,9 +107,13 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
     that does nothing, for the benchmarks' floor. `variants` overrides `optimize`'s pick per model
     (CPU target), e.g. {"minilm": "fp32"}."""
     variants = variants or {}
-    unknown = set(variants) - {s.name for s in specs}
+    by_name = {s.name: s for s in specs}
+    unknown = set(variants) - set(by_name)
     if unknown:
         raise ValueError(f"variant overrides name models not in the repository: {sorted(unknown)}")
+    for name in variants:
+        if target != "cpu" or by_name[name].runtime != "onnx":
+            raise ValueError(f"model {name!r}: a variant can only be chosen for ONNX models on the cpu target")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     if not specs:
@@ -123,9 +127,7 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
             version_dir.mkdir(parents=True)
             make, runner = _model_maker(spec, target, artifacts)
             if spec.name in variants:
-                if make is not _onnx_cpu_model:
-                    raise ValueError(f"model {spec.name!r}: a variant can only be chosen for ONNX models on the cpu target")
-                info, params = make(spec, artifacts, version_dir, target, variants[spec.name])
+                info, params = _onnx_cpu_model(spec, artifacts, version_dir, target, variants[spec.name])
             else:
                 info, params = make(spec, artifacts, version_dir, target)
             config = build_config(spec, target, runner=runner, parameters=params)

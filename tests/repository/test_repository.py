@@ -85,3 +85,18 @@ def test_a_failed_build_leaves_the_old_repository_untouched(artifacts, tmp_path)
         build_repository([get_spec("mlp"), get_spec("cnn")], tmp_path / "no-artifacts", out)
     assert (out / "mlp" / "config.pbtxt").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def test_variant_overrides_serve_the_named_variant_and_bad_ones_are_refused(artifacts, tmp_path):
+    out = tmp_path / "repo"
+    index = build_repository([get_spec("mlp"), get_spec("cnn_fused")], artifacts, out, variants={"mlp": "fp32"})
+    assert index["models"]["mlp"]["variant"] == "fp32"
+    assert filecmp.cmp(out / "mlp" / "1" / "model.onnx", artifacts / "mlp" / "variants" / "fp32" / "model.onnx",
+                       shallow=False)
+    with pytest.raises(ValueError, match="name models not in the repository: \\['cnn'\\]"):
+        build_repository([get_spec("mlp")], artifacts, out, variants={"cnn": "fp32"})
+    with pytest.raises(ValueError, match="'cnn_fused': a variant can only be chosen for ONNX models on the cpu target"):
+        build_repository([get_spec("cnn_fused")], artifacts, out, variants={"cnn_fused": "fp32"})
+    with pytest.raises(ArtifactError, match="no 'fp16' variant at .*tritonize optimize mlp --variants fp16"):
+        build_repository([get_spec("mlp")], artifacts, out, variants={"mlp": "fp16"})
+    assert (out / "mlp" / "1" / "model.onnx").is_file()  # the failed builds left the repository as it was
