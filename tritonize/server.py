@@ -107,12 +107,18 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:]*:\s*(.*)")
+# One log line per match: the server also logs a bare `failed to load 'NAME'` line after the one
+# with the reason, and a pattern that ran on into the next line took that line's timestamp as the reason.
+FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:\n]*:[ \t]*([^\n]+)")
 
 
 def load_failures(log: str) -> dict[str, str]:
-    """Model name -> the server's reason, from the lines of a server log that report a failed load."""
-    return {m.group(1): m.group(2).strip() for m in FAILED_LOAD.finditer(log)}
+    """Model name -> the server's reason, from the lines of a server log that report a failed load.
+
+    The reason is logged as one quoted line with escaped newlines (a Python traceback, say); it is
+    given back with real newlines, without the closing quote."""
+    return {m.group(1): m.group(2).replace("\\n", "\n").strip().rstrip('"; \n')
+            for m in FAILED_LOAD.finditer(log)}
 
 
 class TritonServer:

@@ -77,6 +77,17 @@ def test_load_failures_are_read_from_the_log():
     assert load_failures(line) == {"cnn": "Internal: boom happened"}
 
 
+def test_load_failure_reason_is_not_taken_from_the_next_line():
+    # The shape of a real 2.51 log: the reason (escaped newlines, closing quote), then a bare line.
+    log = ("E1124 23:36:37.708843 15892 model_lifecycle.cc:642] \"failed to load 'mlp' version 1: Invalid argument: "
+           "failed to run warmup sample 'zeros_batch1': message: ValueError: boom\\n\\nAt:\\n  model.py(33): execute\\n; \"\n"
+           "I1124 23:36:37.708857 15892 model_lifecycle.cc:777] \"failed to load 'mlp'\"\n"
+           "I1124 23:36:37.708951 15892 server.cc:604]\n")
+    reason = load_failures(log)["mlp"]
+    assert reason.startswith("Invalid argument: failed to run warmup sample") and "ValueError: boom" in reason
+    assert "model.py(33): execute" in reason.splitlines()[-1] and "server.cc" not in reason
+
+
 def test_missing_binary_says_how_to_get_one(cpu_repository):
     with pytest.raises(ServerError, match="no executable tritonserver at /nonexistent.*nvidia-pytriton"):
         TritonServer(cpu_repository, binary="/nonexistent/tritonserver")
