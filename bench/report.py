@@ -66,6 +66,12 @@ def markdown(results: dict) -> str:
         parts += ["## Targets", _table(["target", "measured", "goal", "met"],
                                        [[t["name"], t["measured"], t["goal"], "yes" if t["met"] else "**no**"]
                                         for t in results["targets"]])]
+    if results.get("floor_by_placement"):
+        parts += ["## CPU placement (served mlp, batch 1, gRPC; alternating runs on two servers)", _table(
+            ["placement", "mlp p50 ms", "do-nothing p50 ms", "ratio"],
+            [[label, f"{f['p50_ms']:.3f}", f"{f['noop_p50_ms']:.3f}", f"{f['ratio']:.3f}x"]
+             for label, f in results["floor_by_placement"].items()]),
+                  f"split: {results['placement']}; none: the OS schedules the server, its stubs and the load generator."]
     rows = results.get("inprocess", [])
     if rows:
         eager = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == "torch_eager"}
@@ -76,7 +82,7 @@ def markdown(results: dict) -> str:
              for r in rows])]
     served = results.get("served", [])
     if served:
-        parts += ["## Served (real tritonserver, loopback)", _table(
+        parts += ["## Served (real tritonserver, loopback)", f"Placement: {results.get('placement', 'none')}.", _table(
             ["model", "protocol", "mode", "level", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "req/s", "infer/s",
              "server queue us", "server infer us", "mean batch"],
             [[r["model"], r["protocol"], r["mode"], r["level"], r["sent"], r["errors"], f"{r['p50_ms']:.3f}",

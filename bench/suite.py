@@ -4,7 +4,10 @@
    skipped with its reason, and the reasons go into the report).
 2. Served: a repository of the models plus a do-nothing twin of each (`<model>_noop`), one real
    server; a closed-loop concurrency sweep on gRPC and HTTP, an open-loop (Poisson) run, and the
-   server's own breakdown per run.
+   server's own breakdown per run. With two or more cores the server and the load generator share
+   the lower half and the model instances get the upper half (tritonize/placement.py); the MLP's
+   floor is then also measured on a second, unplaced server, alternating, so the report shows what
+   the placement is worth.
 3. Optionally a dynamic-batching sweep (Model Analyzer style) for one model.
 4. The targets, as ratios measured side by side in this run, and the report files.
 """
@@ -17,6 +20,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +33,7 @@ from tritonize.bench.report import write_report
 from tritonize.bench.served import run_load
 from tritonize.bench.sweep import batching_sweep, write_back
 from tritonize.models import get_spec
+from tritonize.placement import Placement, available_cpus, pinned
 from tritonize.repository.config import TEXT_SUFFIX
 from tritonize.repository.writer import NOOP_SUFFIX, build_repository
 from tritonize.server import TritonServer
@@ -49,6 +54,7 @@ class SuiteOptions:
     floor_rounds: int = 3
     sweep_model: str | None = None
     sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
+    placement: bool = True  # split the cores between the server (and load generator) and the instances
     inprocess: bool = True
     served: bool = True
     skipped: dict = field(default_factory=dict)
@@ -120,18 +126,34 @@ def run_inprocess(opts: SuiteOptions, work: Path) -> tuple[list[dict], dict]:
     return rows, collector.skipped
 
 
-def floor_ratio(server: TritonServer, model: str, opts: SuiteOptions) -> dict:
-    """Batch-1 gRPC p50 of `model` over its do-nothing twin, in short alternating A/B runs so that the
-    machine's drift (about 20% here) falls on both alike; the ratio of the medians over the rounds."""
+@dataclass(frozen=True)
+class ServedSetup:
+    """A running server and the cores its load generator runs on."""
+    label: str
+    server: TritonServer
+    client_cpus: frozenset[int]
+
+
+def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> dict[str, dict]:
+    """Per setup, the batch-1 gRPC p50 of `model` over its do-nothing twin, in short runs that
+    alternate over models and setups so that the machine's drift (about 20% here) falls on all alike;
+    the ratio of the medians over the rounds."""
     spec = get_spec(model)
-    p50s = {model: [], model + NOOP_SUFFIX: []}
+    names = (model, model + NOOP_SUFFIX)
+    p50s = {(s.label, n): [] for s in setups for n in names}
     for _ in range(opts.floor_rounds):
-        for name in p50s:
-            r = run_load(server.grpc_url, server.grpc_url, "grpc", name, spec, duration_s=opts.duration_s / 2,
-                         warmup_requests=20)
-            p50s[name].append(r["p50_ms"])
-    ours, floor = float(np.median(p50s[model])), float(np.median(p50s[model + NOOP_SUFFIX]))
-    return {"model": model, "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor, "rounds": p50s}
+        for setup in setups:
+            with pinned(setup.client_cpus):
+                for name in names:
+                    url = setup.server.grpc_url
+                    r = run_load(url, url, "grpc", name, spec, duration_s=opts.duration_s / 2, warmup_requests=20)
+                    p50s[(setup.label, name)].append(r["p50_ms"])
+    out = {}
+    for setup in setups:
+        ours, floor = (float(np.median(p50s[(setup.label, n)])) for n in names)
+        out[setup.label] = {"model": model, "placement": setup.label, "p50_ms": ours, "noop_p50_ms": floor,
+                            "ratio": ours / floor, "rounds": {n: p50s[(setup.label, n)] for n in names}}
+    return out
 
 
 def served_text(server: TritonServer, spec, opts: SuiteOptions, progress: Callable[[str], None]) -> list[dict]:
@@ -152,35 +174,57 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
                                        "which is checked for correctness in the tests, not timed")
     repo = work / "model_repository"
     build_repository([get_spec(m) for m in served_models], opts.artifacts, repo, "cpu", noop_baselines=True)
-    out: dict = {"served": []}
-    with TritonServer(repo) as server:
+    placement = Placement.split() if opts.placement else None
+    if opts.placement and placement is None:
+        opts.skipped["CPU placement"] = (f"needs two or more cores in one contiguous upper half, this process has "
+                                         f"{sorted(available_cpus())}")
+    out: dict = {"served": [], "placement": placement.describe() if placement else "none (the OS schedules everything)"}
+    with ExitStack() as servers:
+        server = servers.enter_context(TritonServer(repo, placement=placement))
+        main = ServedSetup("split" if placement else "none", server,
+                           placement.server_cpus if placement else available_cpus())
         if "mlp" in served_models:
-            progress("served: mlp vs its do-nothing twin")
-            out["floor"] = floor_ratio(server, "mlp", opts)
-        for model in served_models:
-            spec = get_spec(model)
-            if spec.text is not None:
-                out["served"] += served_text(server, spec, opts, progress)
-                continue
-            for protocol in opts.protocols:
-                url = server.grpc_url if protocol == "grpc" else server.http_url
-                for level in (opts.grpc_levels if protocol == "grpc" else opts.http_levels):
-                    progress(f"served: {model} {protocol} concurrency {level}")
-                    out["served"].append(run_load(server.grpc_url, url, protocol, model, spec, level=level,
-                                                  duration_s=opts.duration_s))
-            c1 = next(r for r in out["served"] if r["model"] == model and r["protocol"] == "grpc" and r["level"] == 1)
-            rate = round(0.5 * c1["throughput_rps"], 1)  # half the single-client capacity: a loaded but stable server
-            progress(f"served: {model} open loop at {rate} req/s")
-            out["served"].append(run_load(server.grpc_url, server.grpc_url, "grpc", model, spec, mode="open",
-                                          level=rate, duration_s=opts.duration_s))
-        if opts.sweep_model:
-            progress(f"dynamic-batching sweep of {opts.sweep_model}")
-            out["sweep"] = batching_sweep(server, repo, get_spec(opts.sweep_model), duration_s=opts.duration_s)
-            if opts.sweep_write_back and out["sweep"]["best"]:
-                out["sweep"]["written_to"] = str(write_back(opts.sweep_write_back, opts.sweep_model, out["sweep"]["best"]))
+            setups = [main]
+            if placement:  # the same models on an unplaced server, for the comparison
+                plain = servers.enter_context(TritonServer(repo, ["mlp", "mlp" + NOOP_SUFFIX]))
+                setups.append(ServedSetup("none", plain, available_cpus()))
+            progress("served: mlp vs its do-nothing twin" + (", placed and unplaced" if placement else ""))
+            floors = floor_ratio(setups, "mlp", opts)
+            out["floor"] = floors[main.label]
+            if placement:
+                out["floor_by_placement"] = floors
+                plain.close()
+        with pinned(main.client_cpus):
+            _served_rows(server, repo, served_models, opts, progress, out)
     if opts.sweep_model is None:
         opts.skipped["dynamic-batching sweep"] = "not requested (`tritonize bench --sweep MODEL`)"
     return out
+
+
+def _served_rows(server: TritonServer, repo: Path, served_models: list[str], opts: SuiteOptions,
+                 progress: Callable[[str], None], out: dict) -> None:
+    """The concurrency sweeps, the open-loop runs and the optional batching sweep, into `out`."""
+    for model in served_models:
+        spec = get_spec(model)
+        if spec.text is not None:
+            out["served"] += served_text(server, spec, opts, progress)
+            continue
+        for protocol in opts.protocols:
+            url = server.grpc_url if protocol == "grpc" else server.http_url
+            for level in (opts.grpc_levels if protocol == "grpc" else opts.http_levels):
+                progress(f"served: {model} {protocol} concurrency {level}")
+                out["served"].append(run_load(server.grpc_url, url, protocol, model, spec, level=level,
+                                              duration_s=opts.duration_s))
+        c1 = next(r for r in out["served"] if r["model"] == model and r["protocol"] == "grpc" and r["level"] == 1)
+        rate = round(0.5 * c1["throughput_rps"], 1)  # half the single-client capacity: a loaded but stable server
+        progress(f"served: {model} open loop at {rate} req/s")
+        out["served"].append(run_load(server.grpc_url, server.grpc_url, "grpc", model, spec, mode="open",
+                                      level=rate, duration_s=opts.duration_s))
+    if opts.sweep_model:
+        progress(f"dynamic-batching sweep of {opts.sweep_model}")
+        out["sweep"] = batching_sweep(server, repo, get_spec(opts.sweep_model), duration_s=opts.duration_s)
+        if opts.sweep_write_back and out["sweep"]["best"]:
+            out["sweep"]["written_to"] = str(write_back(opts.sweep_write_back, opts.sweep_model, out["sweep"]["best"]))
 
 
 def targets(results: dict) -> list[dict]:

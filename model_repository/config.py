@@ -30,6 +30,18 @@ TARGETS = {
 
 MODEL_FILES = {"python": "model.py", "onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
 
+# CPU instances belong to this Triton host policy. It does nothing until a server is told its cores
+# (`tritonize serve --instance-cpus`, see tritonize/placement.py); GPU instances keep the per-GPU
+# policies Triton gives them.
+INSTANCE_HOST_POLICY = "tritonize_instances"
+
+
+def _instances(kind: int, count: int) -> mc.ModelInstanceGroup:
+    group = mc.ModelInstanceGroup(kind=kind, count=count)
+    if kind == mc.ModelInstanceGroup.KIND_CPU:
+        group.host_policy = INSTANCE_HOST_POLICY
+    return group
+
 
 def _tensor(t: TensorSpec, message):
     return message(name=t.name, data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"), dims=t.dims_without_batch())
@@ -59,7 +71,7 @@ def build_config(spec: ModelSpec, target: str, runner: str | None = None, parame
         max_batch_size=hints.max_batch_size,
         input=[_tensor(i, mc.ModelInput) for i in spec.inputs],
         output=[_tensor(o, mc.ModelOutput) for o in spec.outputs],
-        instance_group=[mc.ModelInstanceGroup(kind=t.instance_kind, count=hints.instance_count)],
+        instance_group=[_instances(t.instance_kind, hints.instance_count)],
         dynamic_batching=mc.ModelDynamicBatching(preferred_batch_size=list(hints.preferred_batch_sizes),
                                                  max_queue_delay_microseconds=hints.max_queue_delay_us),
         model_warmup=[_warmup(spec)],
@@ -97,7 +109,7 @@ def build_tokenizer_config(spec: ModelSpec, target: str, parameters: dict[str, s
         name=spec.name + TOKENIZER_SUFFIX, backend="python", max_batch_size=spec.serving.max_batch_size,
         input=[_tensor(text.input, mc.ModelInput)],
         output=[_tensor(t, mc.ModelOutput) for t in spec.inputs],
-        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.serving.instance_count)],
+        instance_group=[_instances(mc.ModelInstanceGroup.KIND_CPU, spec.serving.instance_count)],
     )
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)

@@ -107,6 +107,15 @@ def cmd_repo(args) -> int:
     return 0
 
 
+def _placement(server_cpus: str | None, instance_cpus: str | None):
+    from tritonize.placement import Placement
+
+    if (server_cpus is None) != (instance_cpus is None):
+        raise CliError("--server-cpus and --instance-cpus go together (e.g. --server-cpus 0 --instance-cpus 1), "
+                       f"got only {'--server-cpus' if server_cpus else '--instance-cpus'}")
+    return None if server_cpus is None else Placement.parse(server_cpus, instance_cpus)
+
+
 def cmd_serve(args) -> int:
     import signal
     import threading
@@ -114,7 +123,8 @@ def cmd_serve(args) -> int:
     from tritonize.server import TritonServer
 
     server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout)
+                          metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout,
+                          placement=_placement(args.server_cpus, args.instance_cpus))
     # Ctrl-C and SIGTERM only set a flag: a KeyboardInterrupt raised inside subprocess's own polling
     # can leave its wait lock taken, and the stop would then hang.
     stop = threading.Event()
@@ -124,7 +134,8 @@ def cmd_serve(args) -> int:
             server.start()
         out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
                   f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
-                  "Ctrl-C stops the server.")
+                  + (f"  placement: {server.placement.describe()}\n" if server.placement else "")
+                  + "Ctrl-C stops the server.")
         while not stop.wait(0.5):
             if server.process.poll() is not None:
                 raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
@@ -142,7 +153,8 @@ def cmd_bench(args) -> int:
     models = args.models or ["mlp", "cnn", "lstm", "transformer", "minilm"]
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=models, artifacts=args.artifacts, results_root=args.results, sweep_model=args.sweep,
-                sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served)
+                sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served,
+                placement=not args.no_placement)
     if args.duration:
         opts.duration_s = args.duration
     with console.status("benchmarking") as status:
@@ -216,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002, help="(default: %(default)s)")
     p.add_argument("--server", help="path to a tritonserver binary (default: PATH, then nvidia-pytriton's)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default: %(default)s)")
+    p.add_argument("--server-cpus", metavar="LIST", help="cores for the server's own threads, e.g. 0 or 0-3 "
+                   "(with --instance-cpus; run clients there too)")
+    p.add_argument("--instance-cpus", metavar="RANGE", help="cores for the model instances of CPU-target configs, "
+                   "e.g. 1 or 4-7 (Triton host policy)")
     p.set_defaults(func=cmd_serve)
 
     from tritonize.client.infer_cmd import register as register_infer
@@ -232,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds per load run")
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     p.add_argument("--no-served", action="store_true", help="skip the served rows")
+    p.add_argument("--no-placement", action="store_true",
+                   help="leave the server, its model instances and the load generator to the OS scheduler "
+                        "(default: split the cores between them, see `tritonize serve --instance-cpus`)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib import util as import_util
 from pathlib import Path
 
+from tritonize.placement import Placement
+
 HOST = "127.0.0.1"
 INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "
                 "or run inside NVIDIA's container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3) where `tritonserver` is on PATH")
@@ -126,12 +128,16 @@ class TritonServer:
 
     >>> with TritonServer("build/model_repository") as server:
     ...     print(server.grpc_url)
+
+    `placement` (tritonize.placement) starts the server on its cores and gives the model instances
+    theirs, through Triton's host policies.
     """
 
     def __init__(self, repository: str | os.PathLike, models: list[str] | None = None, *,
                  http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
                  binary: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
-                 stop_timeout_s: float = 30.0, log_verbose: int = 0, extra_args: list[str] | None = None):
+                 stop_timeout_s: float = 30.0, log_verbose: int = 0, extra_args: list[str] | None = None,
+                 placement: Placement | None = None):
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise ServerError(f"no model repository at {self.repository}; create one with `tritonize repo`")
@@ -150,6 +156,7 @@ class TritonServer:
         self.stop_timeout_s = stop_timeout_s
         self.log_verbose = log_verbose
         self.extra_args = extra_args or []
+        self.placement = placement
         self.process: subprocess.Popen | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self.log_path: Path | None = None
@@ -177,6 +184,8 @@ class TritonServer:
         if backend_dir is not None:
             cmd += [f"--backend-directory={backend_dir}", "--pinned-memory-pool-byte-size=0",
                     "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false"]
+        if self.placement is not None:
+            cmd += self.placement.server_args()
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
@@ -186,13 +195,20 @@ class TritonServer:
         self.log_path = work / "server.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
-                                            env=_server_env(), start_new_session=True)
+                                            env=_server_env(), start_new_session=True, preexec_fn=self._child_setup())
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _child_setup(self):
+        """In the child before exec: the server's cores, so every thread it starts begins there."""
+        if self.placement is None:
+            return None
+        cpus = self.placement.server_cpus
+        return lambda: os.sched_setaffinity(0, cpus)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

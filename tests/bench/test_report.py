@@ -5,6 +5,7 @@ import pytest
 
 from tritonize.bench.report import PERF_ANALYZER_COLUMNS
 from tritonize.bench.suite import SuiteOptions, run_suite
+from tritonize.placement import available_cpus
 
 pytestmark = pytest.mark.server
 
@@ -28,10 +29,26 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         assert r["server_requests"] == r["sent"] + (5 * r["level"] if r["mode"] == "closed" else 0)  # + warm-up
         assert r["server_compute_infer_us"] > 0
     assert results["floor"]["ratio"] > 0 and results["targets"][0]["name"].startswith("served mlp")
+    if len(available_cpus()) >= 2:  # the placed server's floor, and the unplaced one measured beside it
+        assert results["placement"].startswith("server and clients on CPU")
+        floors = results["floor_by_placement"]
+        assert set(floors) == {"split", "none"} and floors["split"] == results["floor"]
+        for f in floors.values():
+            assert len(f["rounds"]["mlp"]) == len(f["rounds"]["mlp_noop"]) == opts.floor_rounds
+            assert f["ratio"] == pytest.approx(f["p50_ms"] / f["noop_p50_ms"])
     assert "torch.compile" in " ".join(results["skipped"].values())
     with open(folder / "served_perf_analyzer.csv") as f:
         rows = list(csv.DictReader(f))
     assert set(PERF_ANALYZER_COLUMNS) <= set(rows[0]) and len(rows) == 3
     summary = (folder / "summary.md").read_text()
     assert "## Targets" in summary and "## Served" in summary and "## Not run, and why" in summary
+    assert f"Placement: {results['placement']}." in summary
     assert (folder / "served.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
+    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
+                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_rounds=1, placement=False)
+    results = json.loads((run_suite(opts) / "results.json").read_text())
+    assert results["placement"].startswith("none") and "floor_by_placement" not in results
+    assert results["floor"]["placement"] == "none" and results["served"][0]["errors"] == 0

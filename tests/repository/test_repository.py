@@ -5,7 +5,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonize.artifacts import ArtifactError
 from tritonize.models import get_spec, model_names
-from tritonize.repository.config import build_config, parse_pbtxt, to_pbtxt
+from tritonize.repository.config import INSTANCE_HOST_POLICY, build_config, build_tokenizer_config, parse_pbtxt, to_pbtxt
 from tritonize.repository.writer import build_repository
 
 MODELS = model_names("onnx")
@@ -31,6 +31,7 @@ def test_cpu_config_takes_its_facts_from_the_spec(name):
         assert list(i.dims) == t.dims_without_batch()
         assert mc.DataType.Name(i.data_type) == f"TYPE_{t.triton_dtype}"
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert config.instance_group[0].host_policy == INSTANCE_HOST_POLICY  # cores given by `serve --instance-cpus`
     assert list(config.dynamic_batching.preferred_batch_size) == list(spec.serving.preferred_batch_sizes)
     assert config.model_warmup[0].batch_size == 1
     assert set(config.model_warmup[0].inputs) == set(spec.input_names)
@@ -41,8 +42,14 @@ def test_gpu_config_uses_onnxruntime_with_tensorrt_fp16():
     config = build_config(get_spec("cnn"), "gpu")
     assert config.platform == "onnxruntime_onnx" and config.default_model_filename == "model.onnx"
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert not config.instance_group[0].host_policy  # GPU instances keep Triton's per-GPU policies
     accel = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
+
+
+def test_the_tokenizer_instances_share_the_cpu_host_policy():
+    config = build_tokenizer_config(get_spec("minilm"), "cpu", {})
+    assert config.instance_group[0].host_policy == INSTANCE_HOST_POLICY
 
 
 def test_unknown_target_is_rejected():

@@ -1,0 +1,99 @@
+"""CPU placement: the CPU-list parsing, and a real server whose threads and stubs land on the cores asked for."""
+import os
+import subprocess
+import sys
+
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tritonize.models import get_spec
+from tritonize.placement import Placement, available_cpus, parse_cpu_list, pinned
+from tritonize.server import TritonServer
+
+two_cores = pytest.mark.skipif(len(available_cpus()) < 2, reason="placement needs two or more cores")
+
+
+def _thread_cpus(pid: int) -> set[frozenset[int]]:
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{entry}/stat").read() if entry.isdigit() else ""
+        except OSError:  # a process that ended meanwhile
+            continue
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after the command name
+            kids.append(int(entry))
+    return kids
+
+
+@pytest.mark.parametrize("text, cpus", [("0", {0}), ("0-3", {0, 1, 2, 3}), ("0,2,4-5", {0, 2, 4, 5}), (" 1 ", {1})])
+def test_cpu_lists_read_like_taskset(text, cpus):
+    assert parse_cpu_list(text) == cpus
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-1", "-1", "0,,1"])
+def test_bad_cpu_lists_say_what_a_list_looks_like(text):
+    with pytest.raises(ValueError, match=f"a CPU list looks like 0 or 0-3 or 0,2,4-5; got {text!r}"):
+        parse_cpu_list(text)
+
+
+def test_cores_this_process_cannot_use_are_refused():
+    missing = max(available_cpus()) + 1
+    with pytest.raises(ValueError, match=f"instance CPUs must be a non-empty subset .* got {missing}"):
+        Placement.parse("0", str(missing))
+
+
+@two_cores
+def test_instance_cpus_must_be_one_range():
+    cpus = sorted(available_cpus())
+    if len(cpus) < 3:
+        pytest.skip("a non-contiguous instance list needs three or more cores")
+    with pytest.raises(ValueError, match="one contiguous range"):
+        Placement.parse(str(cpus[0]), f"{cpus[0]},{cpus[2]}")
+
+
+@two_cores
+def test_split_gives_the_server_the_lower_half_and_the_instances_the_rest():
+    placement = Placement.split()
+    cpus = sorted(available_cpus())
+    first, last = placement.instance_cpus
+    assert sorted(placement.server_cpus) + list(range(first, last + 1)) == cpus
+    assert placement.server_args() == [f"--host-policy=tritonize_instances,cpu-cores={first}-{last}"]
+
+
+@two_cores
+def test_pinned_moves_every_thread_and_puts_them_back():
+    before = _thread_cpus(os.getpid())
+    target = frozenset({min(available_cpus())})
+    with pinned(target):
+        assert _thread_cpus(os.getpid()) == {target}
+    assert _thread_cpus(os.getpid()) == before
+
+
+@two_cores
+@pytest.mark.server
+def test_server_threads_and_model_stubs_run_where_the_placement_says(cpu_repository):
+    placement = Placement.split()
+    first, last = placement.instance_cpus
+    instance_cpus = frozenset(range(first, last + 1))
+    with TritonServer(cpu_repository, ["mlp", "cnn"], placement=placement) as server:
+        stubs = _children(server.process.pid)
+        assert len(stubs) == 2, f"expected one Python-backend stub per model, found {stubs}"
+        for stub in stubs:  # started from the instance thread, so on the instance cores
+            assert _thread_cpus(stub) == {instance_cpus}
+        # Every server thread starts on the server cores; Triton moves the instance threads.
+        assert _thread_cpus(server.process.pid) == {placement.server_cpus, instance_cpus}
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        x = grpcclient.InferInput("x", [1, 784], "FP32")
+        x.set_data_from_numpy(get_spec("mlp").example_inputs(1)["x"])
+        assert client.infer("mlp", [x]).as_numpy("logits").shape == (1, 10)
+
+
+def test_cli_serve_wants_both_placement_flags(cpu_repository):
+    proc = subprocess.run([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
+                           "--server-cpus", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--server-cpus and --instance-cpus go together" in proc.stderr and "got only --server-cpus" in proc.stderr
