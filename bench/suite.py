@@ -20,7 +20,6 @@ import platform
 import socket
 import subprocess
 import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -179,26 +178,28 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
         opts.skipped["CPU placement"] = (f"needs two or more cores in one contiguous upper half, this process has "
                                          f"{sorted(available_cpus())}")
     out: dict = {"served": [], "placement": placement.describe() if placement else "none (the OS schedules everything)"}
-    with ExitStack() as servers:
-        server = servers.enter_context(TritonServer(repo, placement=placement))
+    with TritonServer(repo, placement=placement) as server:
         main = ServedSetup("split" if placement else "none", server,
                            placement.server_cpus if placement else available_cpus())
         if "mlp" in served_models:
-            setups = [main]
-            if placement:  # the same models on an unplaced server, for the comparison
-                plain = servers.enter_context(TritonServer(repo, ["mlp", "mlp" + NOOP_SUFFIX]))
-                setups.append(ServedSetup("none", plain, available_cpus()))
-            progress("served: mlp vs its do-nothing twin" + (", placed and unplaced" if placement else ""))
-            floors = floor_ratio(setups, "mlp", opts)
-            out["floor"] = floors[main.label]
-            if placement:
-                out["floor_by_placement"] = floors
-                plain.close()
+            out.update(_mlp_floors(repo, main, opts, progress))
         with pinned(main.client_cpus):
             _served_rows(server, repo, served_models, opts, progress, out)
     if opts.sweep_model is None:
         opts.skipped["dynamic-batching sweep"] = "not requested (`tritonize bench --sweep MODEL`)"
     return out
+
+
+def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Callable[[str], None]) -> dict:
+    """The MLP's floor ratio on the main server; when that one is placed, also on an unplaced server
+    started beside it for the comparison (from this process while it is unpinned, so on every core)."""
+    if main.label == "none":
+        progress("served: mlp vs its do-nothing twin")
+        return {"floor": floor_ratio([main], "mlp", opts)[main.label]}
+    progress("served: mlp vs its do-nothing twin, placed and unplaced")
+    with TritonServer(repo, ["mlp", "mlp" + NOOP_SUFFIX]) as plain:
+        floors = floor_ratio([main, ServedSetup("none", plain, available_cpus())], "mlp", opts)
+    return {"floor": floors[main.label], "floor_by_placement": floors}
 
 
 def _served_rows(server: TritonServer, repo: Path, served_models: list[str], opts: SuiteOptions,

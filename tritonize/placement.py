@@ -97,10 +97,7 @@ def set_process_affinity(pid: int, cpus) -> None:
 
 @contextlib.contextmanager
 def pinned(cpus) -> Iterator[None]:
-    """This process's threads (and the threads they start) on `cpus` for the block; None: unchanged."""
-    if cpus is None:
-        yield
-        return
+    """This process's threads (and the threads they start) on `cpus` for the block."""
     before = os.sched_getaffinity(0)
     set_process_affinity(os.getpid(), cpus)
     try:

@@ -97,3 +97,33 @@ def test_cli_serve_wants_both_placement_flags(cpu_repository):
                            "--server-cpus", "0"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--server-cpus and --instance-cpus go together" in proc.stderr and "got only --server-cpus" in proc.stderr
+
+
+@two_cores
+@pytest.mark.server
+def test_cli_serve_places_the_server_and_says_where(cpu_repository):
+    import signal
+
+    from tritonize.server import free_port
+
+    cpus = sorted(available_cpus())
+    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
+    proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
+                             "--models", "mlp", "--server-cpus", str(cpus[0]), "--instance-cpus", str(cpus[-1]), *ports],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert f"placement: server and clients on CPU {cpus[0]}, model instances on CPU {cpus[-1]}" in text, text
+        (server_pid,) = _children(proc.pid)
+        (stub,) = _children(server_pid)
+        assert _thread_cpus(stub) == {frozenset({cpus[-1]})}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
