@@ -101,22 +101,11 @@ def test_cli_serve_wants_both_placement_flags(cpu_repository):
 
 @two_cores
 @pytest.mark.server
-def test_cli_serve_places_the_server_and_says_where(cpu_repository):
+def test_cli_serve_places_the_server_and_says_where(serve_cli):
     import signal
 
-    from tritonize.server import free_port
-
     cpus = sorted(available_cpus())
-    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
-    proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
-                             "--models", "mlp", "--server-cpus", str(cpus[0]), "--instance-cpus", str(cpus[-1]), *ports],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
+    with serve_cli("--models", "mlp", "--server-cpus", str(cpus[0]), "--instance-cpus", str(cpus[-1])) as (proc, lines):
         text = "".join(lines)
         assert f"placement: server and clients on CPU {cpus[0]}, model instances on CPU {cpus[-1]}" in text, text
         (server_pid,) = _children(proc.pid)
@@ -124,6 +113,3 @@ def test_cli_serve_places_the_server_and_says_where(cpu_repository):
         assert _thread_cpus(stub) == {frozenset({cpus[-1]})}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()

@@ -1,9 +1,6 @@
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from tritonize.export.runtime import ort_session, run_ort
 from tritonize.models import get_spec, model_names
-from tritonize.server import ServerError, TritonServer, free_port, load_failures
+from tritonize.server import ServerError, TritonServer, load_failures
 
 pytestmark = pytest.mark.server
 MODELS = model_names("onnx")
@@ -107,26 +104,14 @@ def test_missing_repository_is_reported(tmp_path):
         TritonServer(tmp_path / "nothing")
 
 
-def test_cli_serve_prints_endpoints_and_stops_on_ctrl_c(cpu_repository):
-    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
-    proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
-                             "--models", "mlp", *ports], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
+def test_cli_serve_prints_endpoints_and_stops_on_ctrl_c(serve_cli):
+    with serve_cli("--models", "mlp") as (proc, lines):
         text = "".join(lines)
         assert "ready" in text and "gRPC    127.0.0.1:" in text, text
         grpc_url = next(l.split()[1] for l in lines if l.strip().startswith("gRPC"))
         assert grpcclient.InferenceServerClient(grpc_url).is_model_ready("mlp")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.mark.parametrize("name", model_names("torch"))
