@@ -82,7 +82,11 @@ def markdown(results: dict) -> str:
              for r in rows])]
     served = results.get("served", [])
     if served:
-        parts += ["## Served (real tritonserver, loopback)", f"Placement: {results.get('placement', 'none')}.", _table(
+        parts += ["## Served (real tritonserver, loopback)", f"Placement: {results.get('placement', 'none')}. "
+                  "Protocols: grpc and http are tritonclient's Python clients, what Python users of the server see; "
+                  "http-lean is bench/lean_http.py, a kept-alive socket with the request encoded once, which costs "
+                  "the machine a fraction of what tritonclient does per request, so its rows show what the server "
+                  "can do.", _table(
             ["model", "protocol", "mode", "level", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "req/s", "infer/s",
              "server queue us", "server infer us", "mean batch"],
             [[r["model"], r["protocol"], r["mode"], r["level"], r["sent"], r["errors"], f"{r['p50_ms']:.3f}",
@@ -91,7 +95,8 @@ def markdown(results: dict) -> str:
              for r in served])]
     if results.get("sweep"):
         s = results["sweep"]
-        parts += [f"## Dynamic-batching sweep: {s['model']} (p99 budget {s['p99_budget_ms']} ms, concurrency {s['concurrency']})",
+        parts += [f"## Dynamic-batching sweep: {s['model']} (p99 budget {s['p99_budget_ms']} ms, concurrency {s['concurrency']}, "
+                  f"{s.get('protocol', 'grpc')})",
                   _table(["max_queue_delay_us", "instances", "preferred", "req/s", "p99 ms", "within budget"],
                          [[c["max_queue_delay_us"], c["instance_count"], c["preferred_batch_sizes"],
                            f"{c['throughput_rps']:.0f}", f"{c['p99_ms']:.3f}", "yes" if c["within_budget"] else "no"]

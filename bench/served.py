@@ -1,7 +1,9 @@
 """Served latency and throughput against a running tritonserver, with the server's own breakdown.
 
-Requests are built once from the model description; each load worker has its own tritonclient
-(one channel). Around every load run, Triton's statistics API gives what the server spent per
+Requests are built once from the model description; each load worker has its own client: a
+tritonclient (one channel) for "grpc" and "http", what Python users of the server run, or for
+"http-lean" a bare kept-alive socket (bench/lean_http.py) that costs the machine far less per request,
+so the run shows what the server can do rather than what the client can. Around every load run, Triton's statistics API gives what the server spent per
 inference in queue, compute input, compute infer and compute output, the numbers perf_analyzer
 reports beside the client's latency.
 """
@@ -14,16 +16,24 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tritonize.bench.lean_http import LeanHttpSender
 from tritonize.bench.loadgen import LoadResult, closed_loop, open_loop
 from tritonize.models.spec import ModelSpec
 
-PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
+TRITONCLIENTS = {"grpc": grpcclient, "http": httpclient}
+LEAN_HTTP = "http-lean"
+PROTOCOLS = (*TRITONCLIENTS, LEAN_HTTP)
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 # Sentences of mixed lengths and scripts for text models' served rows.
 SENTENCES = ("Triton serves models over gRPC.", "Ein kurzer Satz.", "日本語の短い文です。",
              "A somewhat longer sentence that talks about latency, throughput and dynamic batching on a CPU.")
+
+
+def endpoint(server, protocol: str) -> str:
+    """The URL of `server` (a TritonServer) that `protocol`'s clients talk to."""
+    return server.grpc_url if protocol == "grpc" else server.http_url
 
 
 def text_inputs(spec: ModelSpec, batch: int) -> dict[str, np.ndarray]:
@@ -37,12 +47,16 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
     """A factory of senders: each has its own client and a request built once (random valid inputs,
     or sentences for a text model's string input when `text`)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
-    module = PROTOCOLS[protocol]
+        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
     if text:
         inputs, tensor_specs = text_inputs(spec, batch), [spec.text.input]
     else:
         inputs, tensor_specs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng), spec.inputs
+
+    if protocol == LEAN_HTTP:
+        lean_inputs = [(t.name, inputs[t.name], t.wire_dtype) for t in tensor_specs]
+        return lambda: LeanHttpSender(url, model, lean_inputs, spec.output_names)
+    module = TRITONCLIENTS[protocol]
 
     def make() -> Callable[[], None]:
         client = module.InferenceServerClient(url)

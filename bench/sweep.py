@@ -1,7 +1,8 @@
 """A dynamic-batching sweep, as Triton's Model Analyzer does it: for each combination of
 max_queue_delay_microseconds x instance count x preferred batch sizes, reload the model with that
 config (explicit model control, config override: no server restart), put it under a closed-loop
-load, and pick the highest throughput whose p99 stays within a latency budget."""
+load, and pick the highest throughput whose p99 stays within a latency budget. The load comes from
+the lean HTTP sender by default, so the sweep ranks what the server can do, not what the client can."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +11,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from google.protobuf import json_format
 
-from tritonize.bench.served import run_load
+from tritonize.bench.served import LEAN_HTTP, endpoint, run_load
 from tritonize.models.spec import ModelSpec
 from tritonize.repository.config import parse_pbtxt, to_pbtxt
 
@@ -32,7 +33,7 @@ def _load(client, model: str, config) -> None:
 
 
 def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: int = 8, duration_s: float = 3.0,
-                   p99_budget_ms: float = 20.0, grid: dict | None = None) -> dict:
+                   p99_budget_ms: float = 20.0, grid: dict | None = None, protocol: str = LEAN_HTTP) -> dict:
     grid = grid or DEFAULT_GRID
     client = grpcclient.InferenceServerClient(server.grpc_url)
     base = parse_pbtxt((Path(repository) / spec.name / "config.pbtxt").read_text())
@@ -41,7 +42,7 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: in
         for delay, instances, preferred in itertools.product(grid["max_queue_delay_us"], grid["instance_count"],
                                                              grid["preferred_batch_sizes"]):
             _load(client, spec.name, _with(base, delay, instances, tuple(preferred)))
-            r = run_load(server.grpc_url, server.grpc_url, "grpc", spec.name, spec, level=concurrency,
+            r = run_load(server.grpc_url, endpoint(server, protocol), protocol, spec.name, spec, level=concurrency,
                          duration_s=duration_s)
             configs.append({"max_queue_delay_us": delay, "instance_count": instances,
                             "preferred_batch_sizes": list(preferred), "throughput_rps": r["throughput_rps"],
@@ -51,8 +52,8 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: in
         _load(client, spec.name, base)
     passing = [c for c in configs if c["within_budget"]]
     best = max(passing, key=lambda c: c["throughput_rps"]) if passing else None
-    return {"model": spec.name, "concurrency": concurrency, "p99_budget_ms": p99_budget_ms, "configs": configs,
-            "best": best}
+    return {"model": spec.name, "protocol": protocol, "concurrency": concurrency, "p99_budget_ms": p99_budget_ms,
+            "configs": configs, "best": best}
 
 
 def write_back(repository: Path, model: str, best: dict) -> Path:

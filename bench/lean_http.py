@@ -1,0 +1,177 @@
+"""A lean HTTP/1.1 sender for load runs, so that the load generator is not what gets measured.
+
+tritonclient's Python clients spend 80-150 us of CPU per request on this kind of machine (gRPC core
+and Python around it), as much as the server spends serving a small model; on a 2-core box the load
+generator then shares the cores it loads and caps the throughput it can show. perf_analyzer avoids
+that by being C++. This sender does the least a client can: the request (KServe v2 `infer` with
+Triton's binary tensor extension) is encoded once, and each call is one `sendall` on a kept-alive
+socket and a read of the response by its Content-Length, about 12 us of CPU.
+
+Each response's status is checked; the first one is also parsed in full and must carry the requested
+outputs, so a run that succeeds answered the request it claims to.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+
+WIRE_DTYPES = {"BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+               "UINT8": np.uint8, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+
+
+class LeanHttpError(RuntimeError):
+    """The server answered with an error, or with something that is not a v2 infer response."""
+
+
+def tensor_bytes(array: np.ndarray, wire_dtype: str) -> bytes:
+    """A tensor in Triton's binary format: raw little-endian values, or for BYTES each element as a
+    4-byte little-endian length and its bytes."""
+    if wire_dtype == "BYTES":
+        out = bytearray()
+        for item in array.reshape(-1):
+            data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+            out += struct.pack("<I", len(data)) + data
+        return bytes(out)
+    if wire_dtype not in WIRE_DTYPES:
+        raise ValueError(f"wire dtype must be BYTES or one of {sorted(WIRE_DTYPES)}, got {wire_dtype!r}")
+    expected = np.dtype(WIRE_DTYPES[wire_dtype])
+    if array.dtype != expected:
+        raise ValueError(f"a {wire_dtype} input needs a {expected} array, got {array.dtype}")
+    return np.ascontiguousarray(array).astype(expected.newbyteorder("<"), copy=False).tobytes()
+
+
+def infer_request(host: str, model: str, inputs: Sequence[tuple[str, np.ndarray, str]],
+                  output_names: Sequence[str]) -> bytes:
+    """The whole HTTP request for one inference: `inputs` are (name, array, wire dtype)."""
+    blobs = [tensor_bytes(array, dtype) for _, array, dtype in inputs]
+    header = json.dumps({
+        "inputs": [{"name": name, "shape": list(array.shape), "datatype": dtype,
+                    "parameters": {"binary_data_size": len(blob)}}
+                   for (name, array, dtype), blob in zip(inputs, blobs)],
+        "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in output_names],
+    }).encode()
+    body = header + b"".join(blobs)
+    head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {len(header)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+class LeanHttpSender:
+    """One kept-alive connection; calling it performs one inference and raises on any failure."""
+
+    def __init__(self, url: str, model: str, inputs: Sequence[tuple[str, np.ndarray, str]],
+                 output_names: Sequence[str], timeout_s: float = 10.0):
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"the lean sender needs an http://host:port URL, got {url!r}")
+        self.address, self.timeout_s = (parts.hostname, parts.port), timeout_s
+        self.output_names = list(output_names)
+        self.request = infer_request(parts.netloc, model, inputs, output_names)
+        self.sock: socket.socket | None = None
+        self.buffer = bytearray()
+        self.checked = False
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(self.address, timeout=self.timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+
+    def __call__(self) -> None:
+        body, header_size = self._exchange()
+        if not self.checked:
+            self._decode(body, header_size)
+            self.checked = True
+
+    def infer(self) -> dict[str, np.ndarray]:
+        """One inference with its outputs decoded (for checks; load runs call the sender itself)."""
+        return self._decode(*self._exchange())
+
+    def _exchange(self) -> tuple[bytes, int]:
+        if self.sock is None:  # the last exchange broke off: its bytes may still be in flight
+            self._connect()
+        try:
+            self.sock.sendall(self.request)
+            status, headers, body = self._read_response()
+        except (OSError, LeanHttpError):
+            self.close()
+            raise
+        if status != 200:
+            raise LeanHttpError(f"HTTP {status}: {_error_text(body)}")
+        return body, int(headers.get("inference-header-content-length", len(body)))
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise LeanHttpError("the server closed the connection before answering")
+        self.buffer += chunk
+
+    def _read_response(self) -> tuple[int, dict[str, str], bytes]:
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            self._fill()
+        lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        if "content-length" not in headers:
+            raise LeanHttpError(f"expected a response with a Content-Length, got headers {sorted(headers)}")
+        total = end + 4 + int(headers["content-length"])
+        while len(self.buffer) < total:
+            self._fill()
+        body = bytes(self.buffer[end + 4:total])
+        del self.buffer[:total]
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            raise LeanHttpError(f"expected an HTTP status line, got {lines[0][:100]!r}") from None
+        return status, headers, body
+
+    def _decode(self, body: bytes, header_size: int) -> dict[str, np.ndarray]:
+        try:
+            outputs = json.loads(body[:header_size])["outputs"]
+            names = [o["name"] for o in outputs]
+        except (ValueError, KeyError, TypeError):
+            raise LeanHttpError(f"expected a v2 infer response, got {body[:200]!r}") from None
+        if sorted(names) != sorted(self.output_names):
+            raise LeanHttpError(f"expected outputs {sorted(self.output_names)}, got {sorted(names)}")
+        arrays, offset = {}, header_size
+        for o in outputs:
+            size = int(o.get("parameters", {}).get("binary_data_size", -1))
+            if size < 0 or offset + size > len(body):
+                raise LeanHttpError(f"expected output {o['name']!r} as binary data within the body, got {o}")
+            arrays[o["name"]] = tensor_from_bytes(body[offset:offset + size], o["datatype"], o["shape"])
+            offset += size
+        return arrays
+
+
+def tensor_from_bytes(data: bytes, wire_dtype: str, shape: Sequence[int]) -> np.ndarray:
+    """The inverse of `tensor_bytes`."""
+    if wire_dtype == "BYTES":
+        items, offset = [], 0
+        while offset < len(data):
+            (n,) = struct.unpack_from("<I", data, offset)
+            items.append(data[offset + 4:offset + 4 + n])
+            offset += 4 + n
+        return np.array(items, dtype=object).reshape(shape)
+    if wire_dtype not in WIRE_DTYPES:
+        raise LeanHttpError(f"expected a wire dtype among BYTES, {', '.join(WIRE_DTYPES)}; got {wire_dtype!r}")
+    return np.frombuffer(data, np.dtype(WIRE_DTYPES[wire_dtype]).newbyteorder("<")).reshape(shape)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return body[:300].decode("utf-8", "replace")
