@@ -15,32 +15,31 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 from typing import Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
-
-WIRE_DTYPES = {"BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-               "UINT8": np.uint8, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
 
 
 class LeanHttpError(RuntimeError):
     """The server answered with an error, or with something that is not a v2 infer response."""
 
 
+def _np_dtype(wire_dtype: str) -> np.dtype:
+    numpy_type = triton_to_np_dtype(wire_dtype)
+    if numpy_type is None:
+        raise ValueError(f"expected a Triton wire dtype such as FP32, INT64 or BYTES, got {wire_dtype!r}")
+    return np.dtype(numpy_type)
+
+
 def tensor_bytes(array: np.ndarray, wire_dtype: str) -> bytes:
     """A tensor in Triton's binary format: raw little-endian values, or for BYTES each element as a
-    4-byte little-endian length and its bytes."""
+    4-byte little-endian length and its bytes (tritonclient's own serializer)."""
     if wire_dtype == "BYTES":
-        out = bytearray()
-        for item in array.reshape(-1):
-            data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-            out += struct.pack("<I", len(data)) + data
-        return bytes(out)
-    if wire_dtype not in WIRE_DTYPES:
-        raise ValueError(f"wire dtype must be BYTES or one of {sorted(WIRE_DTYPES)}, got {wire_dtype!r}")
-    expected = np.dtype(WIRE_DTYPES[wire_dtype])
+        serialized = serialize_byte_tensor(array)  # a 0-d array holding the bytes, or empty for an empty tensor
+        return serialized.item() if serialized.size else b""
+    expected = _np_dtype(wire_dtype)
     if array.dtype != expected:
         raise ValueError(f"a {wire_dtype} input needs a {expected} array, got {array.dtype}")
     return np.ascontiguousarray(array).astype(expected.newbyteorder("<"), copy=False).tobytes()
@@ -75,7 +74,6 @@ class LeanHttpSender:
         self.output_names = list(output_names)
         self.request = infer_request(parts.netloc, model, inputs, output_names)
         self.sock: socket.socket | None = None
-        self.buffer = bytearray()
         self.checked = False
         self._connect()
 
@@ -160,15 +158,8 @@ class LeanHttpSender:
 def tensor_from_bytes(data: bytes, wire_dtype: str, shape: Sequence[int]) -> np.ndarray:
     """The inverse of `tensor_bytes`."""
     if wire_dtype == "BYTES":
-        items, offset = [], 0
-        while offset < len(data):
-            (n,) = struct.unpack_from("<I", data, offset)
-            items.append(data[offset + 4:offset + 4 + n])
-            offset += 4 + n
-        return np.array(items, dtype=object).reshape(shape)
-    if wire_dtype not in WIRE_DTYPES:
-        raise LeanHttpError(f"expected a wire dtype among BYTES, {', '.join(WIRE_DTYPES)}; got {wire_dtype!r}")
-    return np.frombuffer(data, np.dtype(WIRE_DTYPES[wire_dtype]).newbyteorder("<")).reshape(shape)
+        return deserialize_bytes_tensor(data).reshape(shape)
+    return np.frombuffer(data, _np_dtype(wire_dtype).newbyteorder("<")).reshape(shape)
 
 
 def _error_text(body: bytes) -> str:

@@ -2,10 +2,10 @@
 
 Requests are built once from the model description; each load worker has its own client: a
 tritonclient (one channel) for "grpc" and "http", what Python users of the server run, or for
-"http-lean" a bare kept-alive socket (bench/lean_http.py) that costs the machine far less per request,
-so the run shows what the server can do rather than what the client can. Around every load run, Triton's statistics API gives what the server spent per
-inference in queue, compute input, compute infer and compute output, the numbers perf_analyzer
-reports beside the client's latency.
+"http-lean" a bare kept-alive socket (bench/lean_http.py) that costs the machine far less per
+request, so the run shows what the server can do rather than what the client can. Around every load
+run, Triton's statistics API gives what the server spent per inference in queue, compute input,
+compute infer and compute output, the numbers perf_analyzer reports beside the client's latency.
 """
 from __future__ import annotations
 
@@ -41,6 +41,16 @@ def text_inputs(spec: ModelSpec, batch: int) -> dict[str, np.ndarray]:
     return {spec.text.input.name: np.array(rows, dtype=object)}
 
 
+def infer_inputs(module, tensor_specs, inputs: dict[str, np.ndarray]) -> list:
+    """tritonclient `InferInput`s (of `module`, grpc or http) for the arrays named by `tensor_specs`."""
+    tensors = []
+    for t in tensor_specs:
+        tensor = module.InferInput(t.name, list(inputs[t.name].shape), t.wire_dtype)
+        tensor.set_data_from_numpy(inputs[t.name])
+        tensors.append(tensor)
+    return tensors
+
+
 def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: int = 1,
                    seq: int | None = None, rng: np.random.Generator | None = None,
                    text: bool = False) -> Callable[[], Callable[[], None]]:
@@ -60,11 +70,7 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
 
     def make() -> Callable[[], None]:
         client = module.InferenceServerClient(url)
-        tensors = []
-        for t in tensor_specs:
-            tensor = module.InferInput(t.name, list(inputs[t.name].shape), t.wire_dtype)
-            tensor.set_data_from_numpy(inputs[t.name])
-            tensors.append(tensor)
+        tensors = infer_inputs(module, tensor_specs, inputs)
         outputs = [module.InferRequestedOutput(n) for n in spec.output_names]
         return lambda: client.infer(model, tensors, outputs=outputs)
 

@@ -8,7 +8,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tritonize.bench.lean_http import LeanHttpError, LeanHttpSender, tensor_bytes, tensor_from_bytes
-from tritonize.bench.served import LEAN_HTTP, run_load, text_inputs
+from tritonize.bench.served import LEAN_HTTP, infer_inputs, run_load, text_inputs
 from tritonize.models import get_spec
 from tritonize.repository.config import TEXT_SUFFIX
 
@@ -18,18 +18,14 @@ def _lean_inputs(spec, inputs, tensors=None):
 
 
 def _tritonclient_answer(url, model, spec, inputs, tensors=None):
-    request = []
-    for t in tensors or spec.inputs:
-        tensor = httpclient.InferInput(t.name, list(inputs[t.name].shape), t.wire_dtype)
-        tensor.set_data_from_numpy(inputs[t.name])
-        request.append(tensor)
-    return httpclient.InferenceServerClient(url).infer(model, request)
+    return httpclient.InferenceServerClient(url).infer(model, infer_inputs(httpclient, tensors or spec.inputs, inputs))
 
 
 @pytest.mark.parametrize("wire, array", [
     ("FP32", np.random.default_rng().standard_normal((2, 3)).astype(np.float32)),
     ("INT64", np.arange(-3, 3, dtype=np.int64).reshape(3, 2)),
     ("BYTES", np.array([["héllo".encode()], [b""], ["日本".encode()]], dtype=object)),
+    ("BYTES", np.empty((0, 1), dtype=object)),
 ])
 def test_tensors_survive_the_binary_format(wire, array):
     back = tensor_from_bytes(tensor_bytes(array, wire), wire, array.shape)
