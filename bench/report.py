@@ -56,22 +56,40 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _idle_line(idle: dict | None) -> str:
+    if not idle:
+        return "CPU idle policy: not recorded."
+    extra = f", guest_halt_poll_ns {idle['guest_halt_poll_ns']}" if "guest_halt_poll_ns" in idle else ""
+    return (f"CPU idle policy: driver {idle['driver']}, governor {idle['governor']}, states "
+            f"{', '.join(idle['states']) or 'none'}{extra}.")
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     parts = [f"# tritonize benchmark: {m['host']}, {results['date']}",
              f"{m['cpu']} ({m['cores']} cores), {m['memory_gb']} GB, GPU: {m['gpu']}; git {results['git_commit']}; "
              f"{', '.join(f'{k} {v}' for k, v in results['versions'].items())}",
+             _idle_line(m.get("cpuidle")),
              "Ratios are measured side by side in one run; absolute CPU times drift ~20% between runs on this kind of machine."]
     if results.get("targets"):
         parts += ["## Targets", _table(["target", "measured", "goal", "met"],
                                        [[t["name"], t["measured"], t["goal"], "yes" if t["met"] else "**no**"]
                                         for t in results["targets"]])]
-    if results.get("floor_by_placement"):
-        parts += ["## CPU placement (served mlp, batch 1, gRPC; alternating runs on two servers)", _table(
-            ["placement", "mlp p50 ms", "do-nothing p50 ms", "ratio"],
-            [[label, f"{f['p50_ms']:.3f}", f"{f['noop_p50_ms']:.3f}", f"{f['ratio']:.3f}x"]
-             for label, f in results["floor_by_placement"].items()]),
-                  f"split: {results['placement']}; none: the OS schedules the server, its stubs and the load generator."]
+    if results.get("floor_by_setup"):
+        parts += ["## Host setup: placement and idle policy (served mlp, batch 1, gRPC; alternating runs)", _table(
+            ["setup", "mlp p50 ms", "do-nothing p50 ms", "ratio", "resting idle entries per request (mlp / do-nothing)"],
+            [[label, f"{f['p50_ms']:.3f}", f"{f['noop_p50_ms']:.3f}", f"{f['ratio']:.3f}x",
+              " / ".join(f"{n:.2f}" for n in f["resting_idle_entries_per_request"].values())]
+             for label, f in results["floor_by_setup"].items()]),
+                  f"split: {results['placement']}; none: the OS schedules the server, its stubs and the load generator. "
+                  "poll idle: idle cores poll instead of entering an idle state they must be woken from, while the "
+                  "benchmark holds a PM QoS CPU latency request of 0 us (tritonize/idle.py; `tritonize serve "
+                  "--poll-idle` serves that way). Resting idle entries are counted over the whole host."]
+    if results.get("served_poll_idle"):
+        parts += [f"## Scaling with idle cores polling (same server, {results['placement']})", _table(
+            ["model", "protocol", "level", "p50 ms", "req/s", "infer/s", "mean batch"],
+            [[r["model"], r["protocol"], r["level"], f"{r['p50_ms']:.3f}", f"{r['throughput_rps']:.0f}",
+              f"{r['infer_per_s']:.0f}", f"{r['mean_batch']:.2f}"] for r in results["served_poll_idle"]])]
     rows = results.get("inprocess", [])
     if rows:
         eager = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == "torch_eager"}

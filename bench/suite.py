@@ -8,12 +8,15 @@
    an open-loop (Poisson) run, and the server's own breakdown per run. With two or more cores the
    server and the load generator share the lower half and the model instances get the upper half
    (tritonize/placement.py); the MLP's floor is then also measured on a second, unplaced server,
-   alternating, so the report shows what the placement is worth.
+   alternating, so the report shows what the placement is worth. Where the host allows it, the
+   MLP's floor and the CNN's scaling are measured again with idle cores polling instead of halting
+   (tritonize/idle.py), so the report also shows what the host's wake-ups cost.
 3. Optionally a dynamic-batching sweep (Model Analyzer style) for one model.
 4. The targets, as ratios measured side by side in this run, and the report files.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -21,7 +24,7 @@ import platform
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +35,8 @@ from tritonize.artifacts import atomic_dir, tool_versions
 from tritonize.bench.report import write_report
 from tritonize.bench.served import LEAN_HTTP, endpoint, run_load
 from tritonize.bench.sweep import batching_sweep, write_back
+from tritonize.idle import describe as describe_idle
+from tritonize.idle import poll_idle, poll_idle_unavailable, resting_entries
 from tritonize.models import get_spec
 from tritonize.placement import Placement, available_cpus, pinned
 from tritonize.repository.config import TEXT_SUFFIX
@@ -39,6 +44,9 @@ from tritonize.repository.writer import NOOP_SUFFIX, build_repository
 from tritonize.server import TritonServer
 
 HERE = Path(__file__).parent
+SCALING_MODEL = "cnn"  # the model of the dynamic-batching scaling target
+SCALING_CLIENTS = {LEAN_HTTP: "lean HTTP load generator", "grpc": "tritonclient gRPC load generator"}
+POLLING = ", idle cores polling"
 
 
 @dataclass
@@ -56,6 +64,8 @@ class SuiteOptions:
     sweep_model: str | None = None
     sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
     placement: bool = True  # split the cores between the server (and load generator) and the instances
+    compare_unplaced: bool = True  # also measure the MLP floor on an unplaced server
+    compare_poll_idle: bool = True  # also measure the MLP floor and the CNN scaling with idle cores polling
     inprocess: bool = True
     served: bool = True
     skipped: dict = field(default_factory=dict)
@@ -63,7 +73,7 @@ class SuiteOptions:
     @classmethod
     def quick_defaults(cls, **kw) -> "SuiteOptions":
         return cls(quick=True, grpc_levels=(1, 4, 8), http_levels=(1, 8), lean_levels=(1, 8), duration_s=1.5,
-                   floor_rounds=6, **kw)
+                   floor_rounds=6, compare_unplaced=False, **kw)
 
     def levels(self, protocol: str) -> tuple[int, ...]:
         return {"grpc": self.grpc_levels, "http": self.http_levels, LEAN_HTTP: self.lean_levels}[protocol]
@@ -85,7 +95,7 @@ def machine_info() -> dict:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"host": socket.gethostname(), "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "memory_gb": round(mem, 1), "gpu": gpu}
+            "memory_gb": round(mem, 1), "gpu": gpu, "cpuidle": describe_idle()}
 
 
 def git_commit() -> str:
@@ -133,31 +143,49 @@ def run_inprocess(opts: SuiteOptions, work: Path) -> tuple[list[dict], dict]:
 
 @dataclass(frozen=True)
 class ServedSetup:
-    """A running server and the cores its load generator runs on."""
-    label: str
+    """A running server, the cores its load generator runs on, and whether idle cores poll meanwhile."""
+    placement: str  # "split" or "none"
     server: TritonServer
     client_cpus: frozenset[int]
+    poll_idle: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.placement + (", poll idle" if self.poll_idle else "")
+
+    @contextlib.contextmanager
+    def measuring(self):
+        with pinned(self.client_cpus), (poll_idle() if self.poll_idle else contextlib.nullcontext()):
+            yield
 
 
 def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> dict[str, dict]:
     """Per setup, the batch-1 gRPC p50 of `model` over its do-nothing twin, in short runs that
     alternate over models and setups so that the machine's drift (about 20% here) falls on all alike;
-    the ratio of the medians over the rounds."""
+    the ratio of the medians over the rounds. Also how often per request the host's cores entered an
+    idle state they must be woken from (the count is host-wide)."""
     spec = get_spec(model)
     names = (model, model + NOOP_SUFFIX)
     p50s = {(s.label, n): [] for s in setups for n in names}
+    rests = {(s.label, n): [0, 0] for s in setups for n in names}  # resting idle entries, requests
     for _ in range(opts.floor_rounds):
         for setup in setups:
-            with pinned(setup.client_cpus):
+            with setup.measuring():
                 for name in names:
                     url = setup.server.grpc_url
+                    before = resting_entries()
                     r = run_load(url, url, "grpc", name, spec, duration_s=opts.duration_s / 2, warmup_requests=20)
+                    rests[(setup.label, name)][0] += resting_entries() - before
+                    rests[(setup.label, name)][1] += r["ok"]
                     p50s[(setup.label, name)].append(r["p50_ms"])
     out = {}
     for setup in setups:
         ours, floor = (float(np.median(p50s[(setup.label, n)])) for n in names)
-        out[setup.label] = {"model": model, "placement": setup.label, "p50_ms": ours, "noop_p50_ms": floor,
-                            "ratio": ours / floor, "rounds": {n: p50s[(setup.label, n)] for n in names}}
+        out[setup.label] = {"model": model, "placement": setup.placement,
+                            "idle": "poll" if setup.poll_idle else "default", "p50_ms": ours, "noop_p50_ms": floor,
+                            "ratio": ours / floor, "rounds": {n: p50s[(setup.label, n)] for n in names},
+                            "resting_idle_entries_per_request": {
+                                n: rests[(setup.label, n)][0] / max(rests[(setup.label, n)][1], 1) for n in names}}
     return out
 
 
@@ -183,29 +211,52 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
     if opts.placement and placement is None:
         opts.skipped["CPU placement"] = (f"needs two or more cores in one contiguous upper half, this process has "
                                          f"{sorted(available_cpus())}")
+    poll_reason = poll_idle_unavailable() if opts.compare_poll_idle else "not requested (--no-poll-idle)"
+    if poll_reason:
+        opts.skipped["the MLP floor and the CNN scaling with idle cores polling"] = poll_reason
     out: dict = {"served": [], "placement": placement.describe() if placement else "none (the OS schedules everything)"}
     with TritonServer(repo, placement=placement) as server:
         main = ServedSetup("split" if placement else "none", server,
                            placement.server_cpus if placement else available_cpus())
         if "mlp" in served_models:
-            out.update(_mlp_floors(repo, main, opts, progress))
+            out.update(_mlp_floors(repo, main, opts, progress, poll=poll_reason is None))
         with pinned(main.client_cpus):
             _served_rows(server, repo, served_models, opts, progress, out)
+        if poll_reason is None and SCALING_MODEL in served_models:
+            out["served_poll_idle"] = _scaling_rows(replace(main, poll_idle=True), SCALING_MODEL, opts, progress)
     if opts.sweep_model is None:
         opts.skipped["dynamic-batching sweep"] = "not requested (`tritonize bench --sweep MODEL`)"
     return out
 
 
-def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Callable[[str], None]) -> dict:
-    """The MLP's floor ratio on the main server; when that one is placed, also on an unplaced server
-    started beside it for the comparison (from this process while it is unpinned, so on every core)."""
-    if main.label == "none":
-        progress("served: mlp vs its do-nothing twin")
-        return {"floor": floor_ratio([main], "mlp", opts)[main.label]}
-    progress("served: mlp vs its do-nothing twin, placed and unplaced")
-    with TritonServer(repo, ["mlp", "mlp" + NOOP_SUFFIX]) as plain:
-        floors = floor_ratio([main, ServedSetup("none", plain, available_cpus())], "mlp", opts)
-    return {"floor": floors[main.label], "floor_by_placement": floors}
+def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Callable[[str], None],
+                poll: bool) -> dict:
+    """The MLP's floor ratio on the main server; with `poll`, also there with idle cores polling; when
+    the main server is placed, also on an unplaced server started beside it for the comparison (from
+    this process while it is unpinned, so on every core)."""
+    setups = [main] + ([replace(main, poll_idle=True)] if poll else [])
+    unplaced = main.placement == "split" and opts.compare_unplaced
+    if main.placement == "split" and not opts.compare_unplaced:
+        opts.skipped["the MLP floor on an unplaced server"] = "not requested (a --quick run leaves it to the full suite)"
+    with TritonServer(repo, ["mlp", "mlp" + NOOP_SUFFIX]) if unplaced else contextlib.nullcontext() as plain:
+        if plain is not None:
+            setups.append(ServedSetup("none", plain, available_cpus()))
+        progress(f"served: mlp vs its do-nothing twin ({'; '.join(s.label for s in setups)})")
+        floors = floor_ratio(setups, "mlp", opts)
+    return {"floor": floors[main.label], **({"floor_by_setup": floors} if len(floors) > 1 else {})}
+
+
+def _scaling_rows(setup: ServedSetup, model: str, opts: SuiteOptions, progress: Callable[[str], None]) -> list[dict]:
+    """Concurrency 1 and 8 of `model` with each load generator its scaling target is judged by."""
+    spec, rows = get_spec(model), []
+    with setup.measuring():
+        for protocol in SCALING_CLIENTS:
+            for level in (1, 8):
+                progress(f"served: {model} {protocol} concurrency {level} ({setup.label})")
+                r = run_load(setup.server.grpc_url, endpoint(setup.server, protocol), protocol, model, spec,
+                             level=level, duration_s=opts.duration_s)
+                rows.append({**r, "idle": "poll" if setup.poll_idle else "default"})
+    return rows
 
 
 def _served_rows(server: TritonServer, repo: Path, served_models: list[str], opts: SuiteOptions,
@@ -234,23 +285,36 @@ def _served_rows(server: TritonServer, repo: Path, served_models: list[str], opt
             out["sweep"]["written_to"] = str(write_back(opts.sweep_write_back, opts.sweep_model, out["sweep"]["best"]))
 
 
-def targets(results: dict) -> list[dict]:
+def _floor_targets(floor: dict | None, condition: str) -> list[dict]:
+    if not floor:
+        return []
+    return [{"name": f"served mlp batch-1 gRPC p50 / do-nothing model p50{condition}",
+             "measured": f"{floor['ratio']:.3f}x", "goal": "<= 1.10x", "met": floor["ratio"] <= 1.10},
+            {"name": f"served mlp batch-1 gRPC p50 (absolute){condition}", "measured": f"{floor['p50_ms']:.3f} ms",
+             "goal": "<= 0.5 ms", "met": floor["p50_ms"] <= 0.5}]
+
+
+def _scaling_targets(served: list[dict], condition: str) -> list[dict]:
     out = []
-    floor = results.get("floor")
-    if floor:
-        out.append({"name": "served mlp batch-1 gRPC p50 / do-nothing model p50", "measured": f"{floor['ratio']:.3f}x",
-                    "goal": "<= 1.10x", "met": floor["ratio"] <= 1.10})
-        out.append({"name": "served mlp batch-1 gRPC p50 (absolute)", "measured": f"{floor['p50_ms']:.3f} ms",
-                    "goal": "<= 0.5 ms", "met": floor["p50_ms"] <= 0.5})
-    for protocol, client in ((LEAN_HTTP, "lean HTTP load generator"), ("grpc", "tritonclient gRPC load generator")):
-        cnn = {r["level"]: r for r in results.get("served", []) if r["model"] == "cnn" and r["protocol"] == protocol
-               and r["mode"] == "closed"}
-        if 1 in cnn and 8 in cnn:
-            ratio = cnn[8]["infer_per_s"] / cnn[1]["infer_per_s"]
-            out.append({"name": f"cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), {client}",
-                        "measured": f"{ratio:.2f}x (mean batch {cnn[8]['mean_batch']:.2f})", "goal": ">= 3x",
+    for protocol, client in SCALING_CLIENTS.items():
+        rows = {r["level"]: r for r in served if r["model"] == SCALING_MODEL and r["protocol"] == protocol
+                and r["mode"] == "closed"}
+        if 1 in rows and 8 in rows:
+            ratio = rows[8]["infer_per_s"] / rows[1]["infer_per_s"]
+            out.append({"name": f"{SCALING_MODEL} throughput, concurrency 8 / concurrency 1 (dynamic batching), "
+                                f"{client}{condition}",
+                        "measured": f"{ratio:.2f}x (mean batch {rows[8]['mean_batch']:.2f})", "goal": ">= 3x",
                         "met": ratio >= 3.0})
     return out
+
+
+def targets(results: dict) -> list[dict]:
+    """Judged on the main setup with the host's own idle policy, then again with idle cores polling
+    where that was measured."""
+    polled = next((f for f in results.get("floor_by_setup", {}).values()
+                   if f["idle"] == "poll" and f["placement"] == results["floor"]["placement"]), None)
+    return (_floor_targets(results.get("floor"), "") + _scaling_targets(results.get("served", []), "")
+            + _floor_targets(polled, POLLING) + _scaling_targets(results.get("served_poll_idle", []), POLLING))
 
 
 def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: None) -> Path:

@@ -117,9 +117,11 @@ def _placement(server_cpus: str | None, instance_cpus: str | None):
 
 
 def cmd_serve(args) -> int:
+    import contextlib
     import signal
     import threading
 
+    from tritonize.idle import poll_idle
     from tritonize.server import TritonServer
 
     server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
@@ -129,12 +131,16 @@ def cmd_serve(args) -> int:
     # can leave its wait lock taken, and the stop would then hang.
     stop = threading.Event()
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    host = contextlib.ExitStack()
     try:
+        if args.poll_idle:
+            host.enter_context(poll_idle())
         with console.status(f"starting {server.binary.path} on {args.repo}"):
             server.start()
         out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
                   f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
                   + (f"  placement: {server.placement.describe()}\n" if server.placement else "")
+                  + ("  idle cores poll (PM QoS CPU latency 0 us, held until the server stops)\n" if args.poll_idle else "")
                   + "Ctrl-C stops the server.")
         while not stop.wait(0.5):
             if server.process.poll() is not None:
@@ -143,6 +149,7 @@ def cmd_serve(args) -> int:
         return 0
     finally:
         server.close()
+        host.close()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 
@@ -154,7 +161,7 @@ def cmd_bench(args) -> int:
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=models, artifacts=args.artifacts, results_root=args.results, sweep_model=args.sweep,
                 sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served,
-                placement=not args.no_placement)
+                placement=not args.no_placement, compare_poll_idle=not args.no_poll_idle)
     if args.duration:
         opts.duration_s = args.duration
     with console.status("benchmarking") as status:
@@ -232,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --instance-cpus; run clients there too)")
     p.add_argument("--instance-cpus", metavar="RANGE", help="cores for the model instances of CPU-target configs, "
                    "e.g. 1 or 4-7 (Triton host policy)")
+    p.add_argument("--poll-idle", action="store_true",
+                   help="while serving, keep idle cores polling instead of halting (a PM QoS CPU latency request of "
+                        "0 us, released on exit; needs write access to /dev/cpu_dma_latency): cheaper wake-ups per "
+                        "request, paid for with idle cores that spin")
     p.set_defaults(func=cmd_serve)
 
     from tritonize.client.infer_cmd import register as register_infer
@@ -251,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-placement", action="store_true",
                    help="leave the server, its model instances and the load generator to the OS scheduler "
                         "(default: split the cores between them, see `tritonize serve --instance-cpus`)")
+    p.add_argument("--no-poll-idle", action="store_true",
+                   help="do not measure the MLP floor and the CNN scaling again with idle cores polling "
+                        "(default: measured where the host allows it, see `tritonize serve --poll-idle`)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")
@@ -269,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     from tritonize.export.onnx_export import ExportError
     from tritonize.export.parity import ParityError
     from tritonize.export.tensorrt import TensorRTUnavailable
+    from tritonize.idle import PollIdleUnavailable
     from tritonize.server import ServerError
     from tritonclient.utils import InferenceServerException
 
@@ -276,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, TensorRTUnavailable, CliError,
-            ValueError, InferenceServerException) as e:
+            PollIdleUnavailable, ValueError, InferenceServerException) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:

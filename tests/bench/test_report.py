@@ -5,6 +5,7 @@ import pytest
 
 from tritonize.bench.report import PERF_ANALYZER_COLUMNS
 from tritonize.bench.suite import SuiteOptions, run_suite, targets
+from tritonize.idle import poll_idle_unavailable
 from tritonize.placement import available_cpus
 
 pytestmark = pytest.mark.server
@@ -30,13 +31,22 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         assert r["server_requests"] == r["sent"] + (5 * r["level"] if r["mode"] == "closed" else 0)  # + warm-up
         assert r["server_compute_infer_us"] > 0
     assert results["floor"]["ratio"] > 0 and results["targets"][0]["name"].startswith("served mlp")
+    polling = poll_idle_unavailable() is None
     if len(available_cpus()) >= 2:  # the placed server's floor, and the unplaced one measured beside it
         assert results["placement"].startswith("server and clients on CPU")
-        floors = results["floor_by_placement"]
-        assert set(floors) == {"split", "none"} and floors["split"] == results["floor"]
+        floors = results["floor_by_setup"]
+        assert set(floors) == {"split", "none"} | ({"split, poll idle"} if polling else set())
+        assert floors["split"] == results["floor"] and results["floor"]["idle"] == "default"
         for f in floors.values():
             assert len(f["rounds"]["mlp"]) == len(f["rounds"]["mlp_noop"]) == opts.floor_rounds
             assert f["ratio"] == pytest.approx(f["p50_ms"] / f["noop_p50_ms"])
+        if polling:  # measured with no core halting: the host-wide count of halts stayed at zero
+            assert floors["split, poll idle"]["resting_idle_entries_per_request"] == {"mlp": 0, "mlp_noop": 0}
+            assert [t["name"] for t in results["targets"]].count(
+                "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling") == 1
+    if not polling:
+        assert results["skipped"]["the MLP floor and the CNN scaling with idle cores polling"] == poll_idle_unavailable()
+    assert results["machine"]["cpuidle"]["driver"]
     assert "torch.compile" in " ".join(results["skipped"].values())
     with open(folder / "served_perf_analyzer.csv") as f:
         rows = list(csv.DictReader(f))
@@ -51,13 +61,19 @@ def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
     opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
                         protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_rounds=1, placement=False)
     results = json.loads((run_suite(opts) / "results.json").read_text())
-    assert results["placement"].startswith("none") and "floor_by_placement" not in results
+    assert results["placement"].startswith("none")
     assert results["floor"]["placement"] == "none" and results["served"][0]["errors"] == 0
+    assert set(results.get("floor_by_setup", {})) <= {"none", "none, poll idle"}
 
 
 def _cnn_row(protocol, level, infer_per_s):
     return {"model": "cnn", "protocol": protocol, "mode": "closed", "level": level, "infer_per_s": infer_per_s,
             "mean_batch": 4.0}
+
+
+def _floor(placement, idle, p50_ms, noop_p50_ms):
+    return {"placement": placement, "idle": idle, "p50_ms": p50_ms, "noop_p50_ms": noop_p50_ms,
+            "ratio": p50_ms / noop_p50_ms}
 
 
 def test_the_cnn_scaling_target_is_judged_per_load_generator():
@@ -68,3 +84,21 @@ def test_the_cnn_scaling_target_is_judged_per_load_generator():
     assert rows["lean HTTP load generator"]["measured"].startswith("3.25x") and rows["lean HTTP load generator"]["met"]
     assert rows["tritonclient gRPC load generator"]["measured"].startswith("2.50x")
     assert not rows["tritonclient gRPC load generator"]["met"]
+
+
+def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores_polling():
+    main = _floor("split", "default", 0.40, 0.35)
+    results = {"floor": main, "floor_by_setup": {"split": main, "split, poll idle": _floor("split", "poll", 0.28, 0.27),
+                                                 "none": _floor("none", "default", 0.5, 0.4)},
+               "served": [_cnn_row("grpc", 1, 2000), _cnn_row("grpc", 8, 6200)],
+               "served_poll_idle": [_cnn_row("grpc", 1, 3000), _cnn_row("grpc", 8, 6600)]}
+    got = {t["name"]: (t["measured"], t["met"]) for t in targets(results)}
+    assert got == {
+        "served mlp batch-1 gRPC p50 / do-nothing model p50": ("1.143x", False),
+        "served mlp batch-1 gRPC p50 (absolute)": ("0.400 ms", True),
+        "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator":
+            ("3.10x (mean batch 4.00)", True),
+        "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling": ("1.037x", True),
+        "served mlp batch-1 gRPC p50 (absolute), idle cores polling": ("0.280 ms", True),
+        "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator, "
+        "idle cores polling": ("2.20x (mean batch 4.00)", False)}
