@@ -56,6 +56,13 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _scaling(rows: list[dict], row: dict) -> str:
+    if row["level"] != 8:
+        return ""
+    c1 = next(r for r in rows if (r["setup"], r["protocol"], r["level"]) == (row["setup"], row["protocol"], 1))
+    return f"{row['infer_per_s'] / c1['infer_per_s']:.2f}x"
+
+
 def _idle_line(idle: dict | None) -> str:
     if not idle:
         return "CPU idle policy: not recorded."
@@ -85,11 +92,11 @@ def markdown(results: dict) -> str:
                   "poll idle: idle cores poll instead of entering an idle state they must be woken from, while the "
                   "benchmark holds a PM QoS CPU latency request of 0 us (tritonize/idle.py; `tritonize serve "
                   "--poll-idle` serves that way). Resting idle entries are counted over the whole host."]
-    if results.get("served_poll_idle"):
-        parts += [f"## Scaling with idle cores polling (same server, {results['placement']})", _table(
-            ["model", "protocol", "level", "p50 ms", "req/s", "infer/s", "mean batch"],
-            [[r["model"], r["protocol"], r["level"], f"{r['p50_ms']:.3f}", f"{r['throughput_rps']:.0f}",
-              f"{r['infer_per_s']:.0f}", f"{r['mean_batch']:.2f}"] for r in results["served_poll_idle"]])]
+    if results.get("scaling_by_idle"):
+        parts += ["## Scaling by idle policy (served cnn; the two policies take turns per load generator)", _table(
+            ["setup", "protocol", "level", "p50 ms", "req/s", "mean batch", "c8 / c1"],
+            [[r["setup"], r["protocol"], r["level"], f"{r['p50_ms']:.3f}", f"{r['throughput_rps']:.0f}",
+              f"{r['mean_batch']:.2f}", _scaling(results["scaling_by_idle"], r)] for r in results["scaling_by_idle"]])]
     rows = results.get("inprocess", [])
     if rows:
         eager = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == "torch_eager"}

@@ -65,7 +65,8 @@ class SuiteOptions:
     sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
     placement: bool = True  # split the cores between the server (and load generator) and the instances
     compare_unplaced: bool = True  # also measure the MLP floor on an unplaced server
-    compare_poll_idle: bool = True  # also measure the MLP floor and the CNN scaling with idle cores polling
+    compare_poll_idle: bool = True  # also measure the MLP floor with idle cores polling
+    compare_idle_scaling: bool = True  # and the CNN's c1 and c8, alternating between the two idle policies
     inprocess: bool = True
     served: bool = True
     skipped: dict = field(default_factory=dict)
@@ -73,7 +74,7 @@ class SuiteOptions:
     @classmethod
     def quick_defaults(cls, **kw) -> "SuiteOptions":
         return cls(quick=True, grpc_levels=(1, 4, 8), http_levels=(1, 8), lean_levels=(1, 8), duration_s=1.5,
-                   floor_rounds=6, compare_unplaced=False, **kw)
+                   floor_rounds=6, compare_unplaced=False, compare_idle_scaling=False, **kw)
 
     def levels(self, protocol: str) -> tuple[int, ...]:
         return {"grpc": self.grpc_levels, "http": self.http_levels, LEAN_HTTP: self.lean_levels}[protocol]
@@ -214,6 +215,8 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
     poll_reason = poll_idle_unavailable() if opts.compare_poll_idle else "not requested (--no-poll-idle)"
     if poll_reason:
         opts.skipped["the MLP floor and the CNN scaling with idle cores polling"] = poll_reason
+    elif not opts.compare_idle_scaling:
+        opts.skipped["the CNN scaling with idle cores polling"] = "not requested (a --quick run leaves it to the full suite)"
     out: dict = {"served": [], "placement": placement.describe() if placement else "none (the OS schedules everything)"}
     with TritonServer(repo, placement=placement) as server:
         main = ServedSetup("split" if placement else "none", server,
@@ -222,8 +225,9 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
             out.update(_mlp_floors(repo, main, opts, progress, poll=poll_reason is None))
         with pinned(main.client_cpus):
             _served_rows(server, repo, served_models, opts, progress, out)
-        if poll_reason is None and SCALING_MODEL in served_models:
-            out["served_poll_idle"] = _scaling_rows(replace(main, poll_idle=True), SCALING_MODEL, opts, progress)
+        if poll_reason is None and opts.compare_idle_scaling and SCALING_MODEL in served_models:
+            out["scaling_by_idle"] = _scaling_rows([main, replace(main, poll_idle=True)], SCALING_MODEL, opts,
+                                                   progress)
     if opts.sweep_model is None:
         opts.skipped["dynamic-batching sweep"] = "not requested (`tritonize bench --sweep MODEL`)"
     return out
@@ -246,16 +250,19 @@ def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Cal
     return {"floor": floors[main.label], **({"floor_by_setup": floors} if len(floors) > 1 else {})}
 
 
-def _scaling_rows(setup: ServedSetup, model: str, opts: SuiteOptions, progress: Callable[[str], None]) -> list[dict]:
-    """Concurrency 1 and 8 of `model` with each load generator its scaling target is judged by."""
+def _scaling_rows(setups: list[ServedSetup], model: str, opts: SuiteOptions,
+                  progress: Callable[[str], None]) -> list[dict]:
+    """Concurrency 1 and 8 of `model` with each load generator its scaling target is judged by, the
+    setups taking turns per load generator so that they are compared side by side."""
     spec, rows = get_spec(model), []
-    with setup.measuring():
-        for protocol in SCALING_CLIENTS:
-            for level in (1, 8):
-                progress(f"served: {model} {protocol} concurrency {level} ({setup.label})")
-                r = run_load(setup.server.grpc_url, endpoint(setup.server, protocol), protocol, model, spec,
-                             level=level, duration_s=opts.duration_s)
-                rows.append({**r, "idle": "poll" if setup.poll_idle else "default"})
+    for protocol in SCALING_CLIENTS:
+        for setup in setups:
+            with setup.measuring():
+                for level in (1, 8):
+                    progress(f"served: {model} {protocol} concurrency {level} ({setup.label})")
+                    r = run_load(setup.server.grpc_url, endpoint(setup.server, protocol), protocol, model, spec,
+                                 level=level, duration_s=opts.duration_s)
+                    rows.append({**r, "setup": setup.label, "idle": "poll" if setup.poll_idle else "default"})
     return rows
 
 
@@ -313,8 +320,9 @@ def targets(results: dict) -> list[dict]:
     where that was measured."""
     polled = next((f for f in results.get("floor_by_setup", {}).values()
                    if f["idle"] == "poll" and f["placement"] == results["floor"]["placement"]), None)
+    polled_scaling = [r for r in results.get("scaling_by_idle", []) if r["idle"] == "poll"]
     return (_floor_targets(results.get("floor"), "") + _scaling_targets(results.get("served", []), "")
-            + _floor_targets(polled, POLLING) + _scaling_targets(results.get("served_poll_idle", []), POLLING))
+            + _floor_targets(polled, POLLING) + _scaling_targets(polled_scaling, POLLING))
 
 
 def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: None) -> Path:

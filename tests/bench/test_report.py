@@ -91,7 +91,10 @@ def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores
     results = {"floor": main, "floor_by_setup": {"split": main, "split, poll idle": _floor("split", "poll", 0.28, 0.27),
                                                  "none": _floor("none", "default", 0.5, 0.4)},
                "served": [_cnn_row("grpc", 1, 2000), _cnn_row("grpc", 8, 6200)],
-               "served_poll_idle": [_cnn_row("grpc", 1, 3000), _cnn_row("grpc", 8, 6600)]}
+               "scaling_by_idle": [{**_cnn_row("grpc", 1, 1900), "idle": "default"},
+                                   {**_cnn_row("grpc", 8, 6300), "idle": "default"},
+                                   {**_cnn_row("grpc", 1, 3000), "idle": "poll"},
+                                   {**_cnn_row("grpc", 8, 6600), "idle": "poll"}]}
     got = {t["name"]: (t["measured"], t["met"]) for t in targets(results)}
     assert got == {
         "served mlp batch-1 gRPC p50 / do-nothing model p50": ("1.143x", False),
@@ -102,3 +105,22 @@ def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores
         "served mlp batch-1 gRPC p50 (absolute), idle cores polling": ("0.280 ms", True),
         "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator, "
         "idle cores polling": ("2.20x (mean batch 4.00)", False)}
+
+
+def test_the_cnn_scaling_is_measured_under_both_idle_policies_taking_turns(artifacts, tmp_path):
+    opts = SuiteOptions(models=["cnn"], artifacts=artifacts, results_root=tmp_path, inprocess=False,
+                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, compare_unplaced=False)
+    results = json.loads((run_suite(opts) / "results.json").read_text())
+    if poll_idle_unavailable() is not None:
+        assert "scaling_by_idle" not in results
+        return
+    rows = results["scaling_by_idle"]
+    main = "split" if len(available_cpus()) >= 2 else "none"
+    assert [(r["protocol"], r["setup"], r["level"]) for r in rows] == [
+        (protocol, setup, level) for protocol in ("http-lean", "grpc") for setup in (main, f"{main}, poll idle")
+        for level in (1, 8)]
+    assert all(r["errors"] == 0 and r["ok"] > 0 and r["model"] == "cnn" for r in rows)
+    polled = [t for t in results["targets"] if t["name"].endswith(", idle cores polling")]
+    assert len(polled) == 2 and all(t["name"].startswith("cnn throughput") for t in polled)
+    summary = (next(tmp_path.iterdir()) / "summary.md").read_text()
+    assert "## Scaling by idle policy" in summary and f"| {main}, poll idle | grpc | 8 |" in summary
