@@ -24,6 +24,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -33,7 +34,7 @@ import pytest
 
 from tritonize.artifacts import atomic_dir, tool_versions
 from tritonize.bench.report import write_report
-from tritonize.bench.served import LEAN_HTTP, endpoint, run_load
+from tritonize.bench.served import LEAN_HTTP, endpoint, run_load, sender_factory
 from tritonize.bench.sweep import batching_sweep, write_back
 from tritonize.idle import describe as describe_idle
 from tritonize.idle import poll_idle, poll_idle_unavailable, resting_entries
@@ -47,6 +48,8 @@ HERE = Path(__file__).parent
 SCALING_MODEL = "cnn"  # the model of the dynamic-batching scaling target
 SCALING_CLIENTS = {LEAN_HTTP: "lean HTTP load generator", "grpc": "tritonclient gRPC load generator"}
 POLLING = ", idle cores polling"
+FLOOR_BLOCK = 100  # requests to one model before the other takes its turn: about 40 ms here
+FLOOR_WARMUP = 20
 
 
 @dataclass
@@ -60,7 +63,7 @@ class SuiteOptions:
     http_levels: tuple[int, ...] = (1, 8)
     lean_levels: tuple[int, ...] = (1, 2, 4, 8, 16)
     duration_s: float = 3.0
-    floor_rounds: int = 8  # this host has slow spells of a few seconds: enough rounds that one cannot set the median
+    floor_seconds: float = 60.0  # for the MLP's floor ratio, over all its setups
     sweep_model: str | None = None
     sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
     placement: bool = True  # split the cores between the server (and load generator) and the instances
@@ -74,7 +77,7 @@ class SuiteOptions:
     @classmethod
     def quick_defaults(cls, **kw) -> "SuiteOptions":
         return cls(quick=True, grpc_levels=(1, 4, 8), http_levels=(1, 8), lean_levels=(1, 8), duration_s=1.5,
-                   floor_rounds=6, compare_unplaced=False, compare_idle_scaling=False, **kw)
+                   floor_seconds=16.0, compare_unplaced=False, compare_idle_scaling=False, **kw)
 
     def levels(self, protocol: str) -> tuple[int, ...]:
         return {"grpc": self.grpc_levels, "http": self.http_levels, LEAN_HTTP: self.lean_levels}[protocol]
@@ -161,32 +164,48 @@ class ServedSetup:
 
 
 def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> dict[str, dict]:
-    """Per setup, the batch-1 gRPC p50 of `model` over its do-nothing twin, in short runs that
-    alternate over models and setups so that the machine's drift (about 20% here) falls on all alike;
-    the ratio of the medians over the rounds. Also how often per request the host's cores entered an
-    idle state they must be woken from (the count is host-wide)."""
+    """Per setup, the batch-1 gRPC p50 of `model` over its do-nothing twin's. One client at
+    concurrency 1 sends blocks of FLOOR_BLOCK requests, taking turns over the models and the setups
+    until `opts.floor_seconds` are spent, so that a slow spell of the host (they last seconds here)
+    falls on both models alike instead of on whichever ran then. Also the spread of the per-block
+    ratios, and how often per request the host's cores entered an idle state they must be woken from
+    (a host-wide count)."""
     spec = get_spec(model)
     names = (model, model + NOOP_SUFFIX)
-    p50s = {(s.label, n): [] for s in setups for n in names}
-    rests = {(s.label, n): [0, 0] for s in setups for n in names}  # resting idle entries, requests
-    for _ in range(opts.floor_rounds):
+    senders = {(s.label, n): sender_factory("grpc", s.server.grpc_url, n, spec)() for s in setups for n in names}
+    for send in senders.values():
+        for _ in range(FLOOR_WARMUP):
+            send()
+    latencies = {k: [] for k in senders}
+    block_p50s = {k: [] for k in senders}
+    resting = dict.fromkeys(senders, 0)
+    deadline = time.monotonic() + opts.floor_seconds
+    while True:  # at least one turn each
         for setup in setups:
             with setup.measuring():
                 for name in names:
-                    url = setup.server.grpc_url
+                    key, send, block = (setup.label, name), senders[setup.label, name], []
                     before = resting_entries()
-                    r = run_load(url, url, "grpc", name, spec, duration_s=opts.duration_s / 2, warmup_requests=20)
-                    rests[(setup.label, name)][0] += resting_entries() - before
-                    rests[(setup.label, name)][1] += r["ok"]
-                    p50s[(setup.label, name)].append(r["p50_ms"])
+                    for _ in range(FLOOR_BLOCK):
+                        start = time.perf_counter()
+                        send()
+                        block.append((time.perf_counter() - start) * 1e3)
+                    resting[key] += resting_entries() - before
+                    latencies[key] += block
+                    block_p50s[key].append(float(np.median(block)))
+        if time.monotonic() >= deadline:
+            break
     out = {}
     for setup in setups:
-        ours, floor = (float(np.median(p50s[(setup.label, n)])) for n in names)
-        out[setup.label] = {"model": model, "placement": setup.placement,
-                            "idle": "poll" if setup.poll_idle else "default", "p50_ms": ours, "noop_p50_ms": floor,
-                            "ratio": ours / floor, "rounds": {n: p50s[(setup.label, n)] for n in names},
-                            "resting_idle_entries_per_request": {
-                                n: rests[(setup.label, n)][0] / max(rests[(setup.label, n)][1], 1) for n in names}}
+        label = setup.label
+        ours, floor = (float(np.median(latencies[label, n])) for n in names)
+        block_ratios = np.array(block_p50s[label, names[0]]) / np.array(block_p50s[label, names[1]])
+        out[label] = {"model": model, "placement": setup.placement, "idle": "poll" if setup.poll_idle else "default",
+                      "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor,
+                      "requests": {n: len(latencies[label, n]) for n in names}, "blocks": len(block_ratios),
+                      "block_ratio_quartiles": [float(q) for q in np.percentile(block_ratios, [25, 50, 75])],
+                      "resting_idle_entries_per_request": {n: resting[label, n] / len(latencies[label, n])
+                                                           for n in names}}
     return out
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tritonize.bench.report import PERF_ANALYZER_COLUMNS
-from tritonize.bench.suite import SuiteOptions, run_suite, targets
+from tritonize.bench.suite import FLOOR_BLOCK, SuiteOptions, run_suite, targets
 from tritonize.idle import poll_idle_unavailable
 from tritonize.placement import available_cpus
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.server
 
 def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
     opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True,
-                        grpc_levels=(1, 2), http_levels=(1,), lean_levels=(1,), duration_s=0.3, floor_rounds=1)
+                        grpc_levels=(1, 2), http_levels=(1,), lean_levels=(1,), duration_s=0.3, floor_seconds=1.0)
     folder = run_suite(opts)
     names = {p.name for p in folder.iterdir()}
     assert names == {"results.json", "summary.md", "served_perf_analyzer.csv", "served.png", "inprocess.png"}
@@ -38,7 +38,9 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         assert set(floors) == {"split", "none"} | ({"split, poll idle"} if polling else set())
         assert floors["split"] == results["floor"] and results["floor"]["idle"] == "default"
         for f in floors.values():
-            assert len(f["rounds"]["mlp"]) == len(f["rounds"]["mlp_noop"]) == opts.floor_rounds
+            assert f["requests"] == {"mlp": f["blocks"] * FLOOR_BLOCK, "mlp_noop": f["blocks"] * FLOOR_BLOCK}
+            q25, median, q75 = f["block_ratio_quartiles"]
+            assert f["blocks"] >= 1 and q25 <= median <= q75
             assert f["ratio"] == pytest.approx(f["p50_ms"] / f["noop_p50_ms"])
         if polling:  # measured with no core halting: the host-wide count of halts stayed at zero
             assert floors["split, poll idle"]["resting_idle_entries_per_request"] == {"mlp": 0, "mlp_noop": 0}
@@ -59,7 +61,7 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
 
 def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
     opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
-                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_rounds=1, placement=False)
+                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=0.5, placement=False)
     results = json.loads((run_suite(opts) / "results.json").read_text())
     assert results["placement"].startswith("none")
     assert results["floor"]["placement"] == "none" and results["served"][0]["errors"] == 0
