@@ -49,6 +49,15 @@ def _cpus(sysfs: Path) -> list[int]:
     return sorted(int(p.name[3:]) for p in sysfs.glob("cpu[0-9]*"))
 
 
+def _driver(sysfs: Path) -> str:
+    return _read(sysfs / "cpuidle" / "current_driver") or "none"
+
+
+def _first_cpu_states(sysfs: Path) -> list[dict]:
+    """The states of the lowest-numbered CPU (every CPU has the same driver's states)."""
+    return idle_states(next(iter(_cpus(sysfs)), 0), sysfs)
+
+
 def resting_entries(sysfs: Path = CPU_SYSFS) -> int:
     """How many times, since boot, the host's cores entered an idle state that does not poll (exit
     latency above 0): each one is a wake-up that costs a later request time."""
@@ -69,9 +78,9 @@ def latency_bound_us(device: Path = LATENCY_DEVICE) -> int | None:
 def describe(sysfs: Path = CPU_SYSFS, halt_poll_ns: Path = HALT_POLL_NS, device: Path = LATENCY_DEVICE) -> dict:
     """The idle policy, for a benchmark report's machine section."""
     cpuidle = sysfs / "cpuidle"
-    out = {"driver": _read(cpuidle / "current_driver") or "none",
+    out = {"driver": _driver(sysfs),
            "governor": _read(cpuidle / "current_governor") or _read(cpuidle / "current_governor_ro") or "none",
-           "states": [f"{s['name']} ({s['exit_latency_us']} us)" for s in idle_states(0, sysfs)]}
+           "states": [f"{s['name']} ({s['exit_latency_us']} us)" for s in _first_cpu_states(sysfs)]}
     if (bound := latency_bound_us(device)) is not None:
         out["latency_bound_us"] = bound
     if (halt_poll := _read(halt_poll_ns)) is not None:  # the KVM guest's own poll window before it halts
@@ -81,11 +90,11 @@ def describe(sysfs: Path = CPU_SYSFS, halt_poll_ns: Path = HALT_POLL_NS, device:
 
 def poll_idle_unavailable(device: Path = LATENCY_DEVICE, sysfs: Path = CPU_SYSFS) -> str | None:
     """Why idle cores cannot be kept polling here, or None when they can."""
-    driver = _read(sysfs / "cpuidle" / "current_driver") or "none"
+    driver = _driver(sysfs)
     if driver == "none":
         return (f"this kernel runs no cpuidle driver ({sysfs / 'cpuidle' / 'current_driver'}: none), so there "
                 f"is no idle state to keep the cores out of")
-    if not any(s["exit_latency_us"] > 0 and not s["disabled"] for s in idle_states(next(iter(_cpus(sysfs)), 0), sysfs)):
+    if not any(s["exit_latency_us"] > 0 and not s["disabled"] for s in _first_cpu_states(sysfs)):
         return f"every enabled idle state of the {driver} driver polls already"
     if not device.exists():
         return f"{device} is missing: this kernel has no PM QoS CPU latency device"
