@@ -67,6 +67,8 @@ def _idle_line(idle: dict | None) -> str:
     if not idle:
         return "CPU idle policy: not recorded."
     extra = f", guest_halt_poll_ns {idle['guest_halt_poll_ns']}" if "guest_halt_poll_ns" in idle else ""
+    if "latency_bound_us" in idle:  # another process bounds wake-up latency for the whole run
+        extra += f", a PM QoS CPU latency bound of {idle['latency_bound_us']} us held when the run started"
     return (f"CPU idle policy: driver {idle['driver']}, governor {idle['governor']}, states "
             f"{', '.join(idle['states']) or 'none'}{extra}.")
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tritonize.bench.report import PERF_ANALYZER_COLUMNS
+from tritonize.bench.report import PERF_ANALYZER_COLUMNS, markdown
 from tritonize.bench.suite import FLOOR_BLOCK, SuiteOptions, run_suite, targets
 from tritonize.idle import poll_idle_unavailable
 from tritonize.placement import available_cpus
@@ -126,3 +126,13 @@ def test_the_cnn_scaling_is_measured_under_both_idle_policies_taking_turns(artif
     assert len(polled) == 2 and all(t["name"].startswith("cnn throughput") for t in polled)
     summary = (next(tmp_path.iterdir()) / "summary.md").read_text()
     assert "## Scaling by idle policy" in summary and f"| {main}, poll idle | grpc | 8 |" in summary
+
+
+def test_the_summary_names_the_idle_policy_and_a_latency_bound_held_by_another_process():
+    idle = {"driver": "intel_idle", "governor": "menu", "states": ["POLL (0 us)", "C1 (2 us)"]}
+    results = {"machine": {"host": "h", "cpu": "c", "cores": 2, "memory_gb": 1, "gpu": "none", "cpuidle": idle},
+               "date": "d", "git_commit": "g", "versions": {}}
+    line = "CPU idle policy: driver intel_idle, governor menu, states POLL (0 us), C1 (2 us)"
+    assert line + "." in markdown(results)
+    idle["latency_bound_us"] = 0
+    assert line + ", a PM QoS CPU latency bound of 0 us held when the run started." in markdown(results)
