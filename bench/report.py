@@ -56,13 +56,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _scaling(rows: list[dict], row: dict) -> str:
-    if row["level"] != 8:
-        return ""
-    c1 = next(r for r in rows if (r["setup"], r["protocol"], r["level"]) == (row["setup"], row["protocol"], 1))
-    return f"{row['infer_per_s'] / c1['infer_per_s']:.2f}x"
-
-
 def _idle_line(idle: dict | None) -> str:
     if not idle:
         return "CPU idle policy: not recorded."
@@ -98,11 +91,18 @@ def markdown(results: dict) -> str:
                   "poll idle: idle cores poll instead of entering an idle state they must be woken from, while the "
                   "benchmark holds a PM QoS CPU latency request of 0 us (tritonize/idle.py; `tritonize serve "
                   "--poll-idle` serves that way). Resting idle entries are counted over the whole host."]
-    if results.get("scaling_by_idle"):
-        parts += ["## Scaling by idle policy (served cnn; the two policies take turns per load generator)", _table(
-            ["setup", "protocol", "level", "p50 ms", "req/s", "mean batch", "c8 / c1"],
-            [[r["setup"], r["protocol"], r["level"], f"{r['p50_ms']:.3f}", f"{r['throughput_rps']:.0f}",
-              f"{r['mean_batch']:.2f}", _scaling(results["scaling_by_idle"], r)] for r in results["scaling_by_idle"]])]
+    if results.get("scaling"):
+        model = results["scaling"][0]["model"]
+        parts += [f"## Scaling with dynamic batching (served {model}, concurrency 1 and 8 taking turns)", _table(
+            ["setup", "load generator", "turns", "c1 req/s", "c8 req/s", "c8 mean batch", "c8 / c1",
+             "per-turn ratio, quartiles"],
+            [[r["setup"], r["protocol"], r["turns"], f"{r['levels']['c1']['infer_per_s']:.0f}",
+              f"{r['levels']['c8']['infer_per_s']:.0f}", f"{r['levels']['c8']['mean_batch']:.2f}", f"{r['ratio']:.2f}x",
+              " / ".join(f"{q:.2f}" for q in r["turn_ratio_quartiles"])] for r in results["scaling"]]),
+                  f"The two levels take turns in windows of {results['scaling'][0]['window_s']} s over the load "
+                  "generators and setups, so a slow "
+                  "spell of the host falls on both alike; the targets are judged on these rows. The concurrency "
+                  "sweep below measures each level once."]
     rows = results.get("inprocess", [])
     if rows:
         eager = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == "torch_eager"}

@@ -68,9 +68,10 @@ def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
     assert set(results.get("floor_by_setup", {})) <= {"none", "none, poll idle"}
 
 
-def _cnn_row(protocol, level, infer_per_s):
-    return {"model": "cnn", "protocol": protocol, "mode": "closed", "level": level, "infer_per_s": infer_per_s,
-            "mean_batch": 4.0}
+def _scaling(protocol, idle, c1, c8):
+    return {"model": "cnn", "protocol": protocol, "setup": "split", "idle": idle, "ratio": c8 / c1,
+            "turn_ratio_quartiles": [2.5, 2.75, 3.0], "levels": {"c1": {"infer_per_s": c1, "mean_batch": 1.0},
+                                                                 "c8": {"infer_per_s": c8, "mean_batch": 4.0}}}
 
 
 def _floor(placement, idle, p50_ms, noop_p50_ms):
@@ -78,12 +79,14 @@ def _floor(placement, idle, p50_ms, noop_p50_ms):
             "ratio": p50_ms / noop_p50_ms}
 
 
-def test_the_cnn_scaling_target_is_judged_per_load_generator():
-    served = [_cnn_row("http-lean", 1, 4000), _cnn_row("http-lean", 8, 13000),
-              _cnn_row("grpc", 1, 2000), _cnn_row("grpc", 8, 5000), _cnn_row("http", 8, 99999)]
-    rows = {t["name"].rsplit(", ", 1)[1]: t for t in targets({"served": served})}
+def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_take_turns():
+    results = {"scaling": [_scaling("http-lean", "default", 4000, 13000), _scaling("grpc", "default", 2000, 5000)],
+               # the concurrency sweep's own rows of the same model do not judge it
+               "served": [{"model": "cnn", "protocol": "grpc", "mode": "closed", "level": 8, "infer_per_s": 9e9}]}
+    rows = {t["name"].rsplit(", ", 1)[1]: t for t in targets(results)}
     assert set(rows) == {"lean HTTP load generator", "tritonclient gRPC load generator"}
-    assert rows["lean HTTP load generator"]["measured"].startswith("3.25x") and rows["lean HTTP load generator"]["met"]
+    assert rows["lean HTTP load generator"]["measured"] == "3.25x (per-turn quartiles 2.50 / 2.75 / 3.00; mean batch 4.00)"
+    assert rows["lean HTTP load generator"]["met"]
     assert rows["tritonclient gRPC load generator"]["measured"].startswith("2.50x")
     assert not rows["tritonclient gRPC load generator"]["met"]
 
@@ -92,40 +95,42 @@ def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores
     main = _floor("split", "default", 0.40, 0.35)
     results = {"floor": main, "floor_by_setup": {"split": main, "split, poll idle": _floor("split", "poll", 0.28, 0.27),
                                                  "none": _floor("none", "default", 0.5, 0.4)},
-               "served": [_cnn_row("grpc", 1, 2000), _cnn_row("grpc", 8, 6200)],
-               "scaling_by_idle": [{**_cnn_row("grpc", 1, 1900), "idle": "default"},
-                                   {**_cnn_row("grpc", 8, 6300), "idle": "default"},
-                                   {**_cnn_row("grpc", 1, 3000), "idle": "poll"},
-                                   {**_cnn_row("grpc", 8, 6600), "idle": "poll"}]}
-    got = {t["name"]: (t["measured"], t["met"]) for t in targets(results)}
+               "scaling": [_scaling("grpc", "default", 2000, 6200), _scaling("grpc", "poll", 3000, 6600)]}
+    got = {t["name"]: (t["measured"].split(" (")[0], t["met"]) for t in targets(results)}
     assert got == {
         "served mlp batch-1 gRPC p50 / do-nothing model p50": ("1.143x", False),
         "served mlp batch-1 gRPC p50 (absolute)": ("0.400 ms", True),
         "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator":
-            ("3.10x (mean batch 4.00)", True),
+            ("3.10x", True),
         "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling": ("1.037x", True),
         "served mlp batch-1 gRPC p50 (absolute), idle cores polling": ("0.280 ms", True),
         "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator, "
-        "idle cores polling": ("2.20x (mean batch 4.00)", False)}
+        "idle cores polling": ("2.20x", False)}
 
 
-def test_the_cnn_scaling_is_measured_under_both_idle_policies_taking_turns(artifacts, tmp_path):
-    opts = SuiteOptions(models=["cnn"], artifacts=artifacts, results_root=tmp_path, inprocess=False,
-                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, compare_unplaced=False)
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_path, quick):
+    make = SuiteOptions.quick_defaults if quick else SuiteOptions
+    opts = make(models=["cnn"], artifacts=artifacts, results_root=tmp_path, inprocess=False, protocols=("grpc",),
+                grpc_levels=(1,), duration_s=0.2, scaling_seconds=1.0, compare_unplaced=False)
     results = json.loads((run_suite(opts) / "results.json").read_text())
-    if poll_idle_unavailable() is not None:
-        assert "scaling_by_idle" not in results
-        return
-    rows = results["scaling_by_idle"]
     main = "split" if len(available_cpus()) >= 2 else "none"
-    assert [(r["protocol"], r["setup"], r["level"]) for r in rows] == [
-        (protocol, setup, level) for protocol in ("http-lean", "grpc") for setup in (main, f"{main}, poll idle")
-        for level in (1, 8)]
-    assert all(r["errors"] == 0 and r["ok"] > 0 and r["model"] == "cnn" for r in rows)
-    polled = [t for t in results["targets"] if t["name"].endswith(", idle cores polling")]
-    assert len(polled) == 2 and all(t["name"].startswith("cnn throughput") for t in polled)
+    polled = not quick and poll_idle_unavailable() is None  # a quick run leaves polling to the full suite
+    setups = [main] + ([f"{main}, poll idle"] if polled else [])
+    rows = results["scaling"]
+    assert [(r["protocol"], r["setup"]) for r in rows] == [(p, s) for p in ("http-lean", "grpc") for s in setups]
+    for r in rows:
+        c1, c8 = r["levels"]["c1"], r["levels"]["c8"]
+        assert r["turns"] >= 1 and c1["errors"] == c8["errors"] == 0 and c1["requests"] > 0 and c8["requests"] > 0
+        assert r["ratio"] == pytest.approx(c8["infer_per_s"] / c1["infer_per_s"])
+        assert c1["mean_batch"] == pytest.approx(1.0) and c8["mean_batch"] >= 1.0
+        q25, median, q75 = r["turn_ratio_quartiles"]
+        assert q25 <= median <= q75
+    judged = [t["name"] for t in results["targets"] if t["name"].startswith("cnn throughput")]
+    assert len(judged) == len(rows) and sum(name.endswith(", idle cores polling") for name in judged) == polled * 2
     summary = (next(tmp_path.iterdir()) / "summary.md").read_text()
-    assert "## Scaling by idle policy" in summary and f"| {main}, poll idle | grpc | 8 |" in summary
+    assert "## Scaling with dynamic batching (served cnn, concurrency 1 and 8 taking turns)" in summary
+    assert f"| {setups[-1]} | grpc | {rows[-1]['turns']} |" in summary
 
 
 def test_the_summary_names_the_idle_policy_and_a_latency_bound_held_by_another_process():
