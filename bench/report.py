@@ -56,6 +56,12 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _cores(busy: dict[str, float]) -> str:
+    """Each core's busy share, in core order: "71 / 97%"."""
+    ordered = sorted(busy.items(), key=lambda item: int(item[0].removeprefix("cpu")))
+    return " / ".join("-" if math.isnan(f) else f"{100 * f:.0f}" for _, f in ordered) + "%"
+
+
 def _idle_line(idle: dict | None) -> str:
     if not idle:
         return "CPU idle policy: not recorded."
@@ -95,14 +101,16 @@ def markdown(results: dict) -> str:
         model = results["scaling"][0]["model"]
         parts += [f"## Scaling with dynamic batching (served {model}, concurrency 1 and 8 taking turns)", _table(
             ["setup", "load generator", "turns", "c1 req/s", "c8 req/s", "c8 mean batch", "c8 / c1",
-             "per-turn ratio, quartiles"],
+             "per-turn ratio, quartiles", "cores busy, c1", "cores busy, c8"],
             [[r["setup"], r["protocol"], r["turns"], f"{r['levels']['c1']['infer_per_s']:.0f}",
               f"{r['levels']['c8']['infer_per_s']:.0f}", f"{r['levels']['c8']['mean_batch']:.2f}", f"{r['ratio']:.2f}x",
-              " / ".join(f"{q:.2f}" for q in r["turn_ratio_quartiles"])] for r in results["scaling"]]),
+              " / ".join(f"{q:.2f}" for q in r["turn_ratio_quartiles"]), _cores(r["levels"]["c1"]["cores_busy"]),
+              _cores(r["levels"]["c8"]["cores_busy"])] for r in results["scaling"]]),
                   f"The two levels take turns in windows of {results['scaling'][0]['window_s']} s over the load "
-                  "generators and setups, so a slow "
-                  "spell of the host falls on both alike; the targets are judged on these rows. The concurrency "
-                  "sweep below measures each level once."]
+                  "generators and setups, so a slow spell of the host falls on both alike; the targets are judged on "
+                  "these rows. The concurrency sweep below measures each level once. Cores busy: each core's share "
+                  "of the time not idle, host-wide, in core order; with placement the instance cores are the upper "
+                  "half, so a full last figure means the model's own work is what bounds throughput."]
     rows = results.get("inprocess", [])
     if rows:
         eager = {(r["model"], r["batch"]): r["median_us"] for r in rows if r["backend"] == "torch_eager"}
@@ -119,11 +127,11 @@ def markdown(results: dict) -> str:
                   "the machine a fraction of what tritonclient does per request, so its rows show what the server "
                   "can do.", _table(
             ["model", "protocol", "mode", "level", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "req/s", "infer/s",
-             "server queue us", "server infer us", "mean batch"],
+             "server queue us", "server infer us", "mean batch", "cores busy"],
             [[r["model"], r["protocol"], r["mode"], r["level"], r["sent"], r["errors"], f"{r['p50_ms']:.3f}",
               f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput_rps']:.0f}", f"{r['infer_per_s']:.0f}",
-              f"{r['server_queue_us']:.0f}", f"{r['server_compute_infer_us']:.0f}", f"{r['mean_batch']:.2f}"]
-             for r in served])]
+              f"{r['server_queue_us']:.0f}", f"{r['server_compute_infer_us']:.0f}", f"{r['mean_batch']:.2f}",
+              _cores(r["cores_busy"])] for r in served])]
     if results.get("sweep"):
         s = results["sweep"]
         parts += [f"## Dynamic-batching sweep: {s['model']} (p99 budget {s['p99_budget_ms']} ms, concurrency {s['concurrency']}, "

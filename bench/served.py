@@ -16,6 +16,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tritonize.bench.host_cpu import busy_fractions, core_times
 from tritonize.bench.lean_http import LeanHttpSender
 from tritonize.bench.loadgen import LoadResult, closed_loop, open_loop
 from tritonize.models.spec import ModelSpec
@@ -119,16 +120,19 @@ def server_breakdown(before: dict, after: dict) -> dict:
 def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec, *, mode: str = "closed",
              level: float = 1, duration_s: float = 3.0, max_requests: int = 100_000, batch: int = 1,
              warmup_requests: int = 5, text: bool = False) -> dict:
-    """One bounded load run on `model` with the server's breakdown; a flat dict for the report."""
+    """One bounded load run on `model` with the server's breakdown and how busy each core of the host
+    was (over the run, its warm-up included); a flat dict for the report."""
     make = sender_factory(protocol, url, model, spec, batch, text=text)
     before = model_statistics(grpc_url, model)
+    cores_before = core_times()
     if mode == "closed":
         result: LoadResult = closed_loop(make, int(level), duration_s, max_requests, warmup_requests)
     elif mode == "open":
         result = open_loop(make, level, duration_s, max_requests)
     else:
         raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
+    cores_busy = busy_fractions(cores_before, core_times())
     warmup = warmup_requests * int(level) if mode == "closed" else 0
     after = settled_statistics(grpc_url, model, before["success_count"] + result.ok + warmup)
     return {"model": model, "protocol": protocol, "batch": batch, **result.summary(),
-            "infer_per_s": result.throughput_rps * batch, **server_breakdown(before, after)}
+            "infer_per_s": result.throughput_rps * batch, **server_breakdown(before, after), "cores_busy": cores_busy}

@@ -83,7 +83,7 @@ class SuiteOptions:
     def quick_defaults(cls, **kw) -> "SuiteOptions":
         """The --quick run's settings; `kw` sets the rest and may override them."""
         return cls(**{**dict(quick=True, grpc_levels=(1, 4, 8), http_levels=(1, 8), lean_levels=(1, 8), duration_s=1.5,
-                             floor_seconds=16.0, scaling_seconds=6.0, compare_unplaced=False,
+                             floor_seconds=14.0, scaling_seconds=5.0, compare_unplaced=False,
                              compare_idle_scaling=False), **kw})
 
     def levels(self, protocol: str) -> tuple[int, ...]:
@@ -312,12 +312,15 @@ def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
 
 def _pooled(windows: list[dict]) -> dict:
     """One level's load windows as one run: throughput over their summed time; the mean batch over
-    all the executions the server made for them (warm-up requests included)."""
+    all the executions the server made for them (warm-up requests included); each core's busy
+    fraction weighted by the windows' lengths."""
     ok, seconds = sum(w["ok"] for w in windows), sum(w["duration_s"] for w in windows)
     executions = sum(w["server_executions"] for w in windows)
     return {"requests": ok, "errors": sum(w["errors"] for w in windows), "infer_per_s": ok / seconds,
             "mean_batch": sum(w["server_requests"] for w in windows) / executions if executions else float("nan"),
-            "window_p50_ms_median": float(np.median([w["p50_ms"] for w in windows]))}
+            "window_p50_ms_median": float(np.median([w["p50_ms"] for w in windows])),
+            "cores_busy": {core: sum(w["cores_busy"][core] * w["duration_s"] for w in windows) / seconds
+                           for core in windows[0]["cores_busy"]}}
 
 
 def _served_rows(server: TritonServer, repo: Path, served_models: list[str], opts: SuiteOptions,

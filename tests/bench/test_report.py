@@ -30,6 +30,7 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         assert r["errors"] == 0 and r["ok"] == r["sent"] > 0
         assert r["server_requests"] == r["sent"] + (5 * r["level"] if r["mode"] == "closed" else 0)  # + warm-up
         assert r["server_compute_infer_us"] > 0
+        assert 0 < max(r["cores_busy"].values()) <= 1  # the server answered on some core
     assert results["floor"]["ratio"] > 0 and results["targets"][0]["name"].startswith("served mlp")
     polling = poll_idle_unavailable() is None
     if len(available_cpus()) >= 2:  # the placed server's floor, and the unplaced one measured beside it
@@ -124,6 +125,8 @@ def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_
         assert r["turns"] >= 1 and c1["errors"] == c8["errors"] == 0 and c1["requests"] > 0 and c8["requests"] > 0
         assert r["ratio"] == pytest.approx(c8["infer_per_s"] / c1["infer_per_s"])
         assert c1["mean_batch"] == pytest.approx(1.0) and c8["mean_batch"] >= 1.0
+        assert set(c8["cores_busy"]) >= {f"cpu{c}" for c in available_cpus()}
+        assert all(0 <= f <= 1 for f in c8["cores_busy"].values() if f == f)
         q25, median, q75 = r["turn_ratio_quartiles"]
         assert q25 <= median <= q75
     judged = [t["name"] for t in results["targets"] if t["name"].startswith("cnn throughput")]
