@@ -304,10 +304,14 @@ def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
         levels = {name: _pooled(windows[setup.label, protocol, name]) for name in SCALING_LEVELS}
         rows.append({"model": model, "setup": setup.label, "idle": "poll" if setup.poll_idle else "default",
                      "protocol": protocol, "turns": len(low), "window_s": SCALING_WINDOW_S, "levels": levels,
-                     "ratio": levels["c8"]["infer_per_s"] / levels["c1"]["infer_per_s"],
-                     "turn_ratio_quartiles": [float(q) for q in np.percentile(np.array(high) / np.array(low),
+                     "ratio": _ratio(levels["c8"]["infer_per_s"], levels["c1"]["infer_per_s"]),
+                     "turn_ratio_quartiles": [float(q) for q in np.percentile([_ratio(h, lo) for h, lo in zip(high, low)],
                                                                               [25, 50, 75])]})
     return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")  # a level that answered nothing: no ratio, and no target met
 
 
 def _pooled(windows: list[dict]) -> dict:
@@ -361,12 +365,13 @@ def _floor_targets(floor: dict | None, condition: str) -> list[dict]:
 def _scaling_targets(scaling: list[dict], condition: str) -> list[dict]:
     out = []
     for r in scaling:
+        errors = sum(level["errors"] for level in r["levels"].values())
         out.append({"name": f"{r['model']} throughput, concurrency 8 / concurrency 1 (dynamic batching), "
                             f"{SCALING_CLIENTS[r['protocol']]}{condition}",
                     "measured": f"{r['ratio']:.2f}x (per-turn quartiles "
                                 f"{' / '.join(f'{q:.2f}' for q in r['turn_ratio_quartiles'])}; mean batch "
-                                f"{r['levels']['c8']['mean_batch']:.2f})",
-                    "goal": ">= 3x", "met": r["ratio"] >= 3.0})
+                                f"{r['levels']['c8']['mean_batch']:.2f}{f'; {errors} failed requests' if errors else ''})",
+                    "goal": ">= 3x", "met": r["ratio"] >= 3.0 and not errors})
     return out
 
 

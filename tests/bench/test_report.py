@@ -71,8 +71,9 @@ def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
 
 def _scaling(protocol, idle, c1, c8):
     return {"model": "cnn", "protocol": protocol, "setup": "split", "idle": idle, "ratio": c8 / c1,
-            "turn_ratio_quartiles": [2.5, 2.75, 3.0], "levels": {"c1": {"infer_per_s": c1, "mean_batch": 1.0},
-                                                                 "c8": {"infer_per_s": c8, "mean_batch": 4.0}}}
+            "turn_ratio_quartiles": [2.5, 2.75, 3.0],
+            "levels": {"c1": {"infer_per_s": c1, "mean_batch": 1.0, "errors": 0},
+                       "c8": {"infer_per_s": c8, "mean_batch": 4.0, "errors": 0}}}
 
 
 def _floor(placement, idle, p50_ms, noop_p50_ms):
@@ -90,6 +91,13 @@ def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_ta
     assert rows["lean HTTP load generator"]["met"]
     assert rows["tritonclient gRPC load generator"]["measured"].startswith("2.50x")
     assert not rows["tritonclient gRPC load generator"]["met"]
+
+
+def test_a_scaling_run_with_failed_requests_does_not_meet_its_target():
+    row = _scaling("http-lean", "default", 4000, 13000)
+    row["levels"]["c8"]["errors"] = 3
+    [target] = targets({"scaling": [row]})
+    assert target["measured"].endswith("; 3 failed requests)") and not target["met"]
 
 
 def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores_polling():
