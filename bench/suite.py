@@ -300,13 +300,13 @@ def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
             break
     rows = []
     for setup, protocol in pairs:
-        low, high = ([w["infer_per_s"] for w in windows[setup.label, protocol, name]] for name in SCALING_LEVELS)
+        c1, c8 = (windows[setup.label, protocol, name] for name in SCALING_LEVELS)
+        turn_ratios = [_ratio(high["infer_per_s"], low["infer_per_s"]) for low, high in zip(c1, c8)]
         levels = {name: _pooled(windows[setup.label, protocol, name]) for name in SCALING_LEVELS}
         rows.append({"model": model, "setup": setup.label, "idle": "poll" if setup.poll_idle else "default",
-                     "protocol": protocol, "turns": len(low), "window_s": SCALING_WINDOW_S, "levels": levels,
+                     "protocol": protocol, "turns": len(c1), "window_s": SCALING_WINDOW_S, "levels": levels,
                      "ratio": _ratio(levels["c8"]["infer_per_s"], levels["c1"]["infer_per_s"]),
-                     "turn_ratio_quartiles": [float(q) for q in np.percentile([_ratio(h, lo) for h, lo in zip(high, low)],
-                                                                              [25, 50, 75])]})
+                     "turn_ratio_quartiles": [float(q) for q in np.percentile(turn_ratios, [25, 50, 75])]})
     return rows
 
 
