@@ -109,12 +109,18 @@ def machine_info() -> dict:
             "memory_gb": round(mem, 1), "gpu": gpu, "cpuidle": describe_idle()}
 
 
-def git_commit() -> str:
+def git_commit(cwd: Path = HERE) -> str:
+    """The checkout's short commit, with "-dirty" when tracked files outside bench/results differ from
+    it (the report then measured code that no commit holds); "unknown" outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
-                              check=True).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return commit + ("-dirty" if changed else "")
 
 
 class _SkipCollector:

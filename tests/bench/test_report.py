@@ -1,10 +1,11 @@
 import csv
 import json
+import subprocess
 
 import pytest
 
 from tritonize.bench.report import PERF_ANALYZER_COLUMNS, markdown
-from tritonize.bench.suite import FLOOR_BLOCK, SuiteOptions, run_suite, targets
+from tritonize.bench.suite import FLOOR_BLOCK, SuiteOptions, git_commit, run_suite, targets
 from tritonize.idle import poll_idle_unavailable
 from tritonize.placement import available_cpus
 
@@ -152,3 +153,24 @@ def test_the_summary_names_the_idle_policy_and_a_latency_bound_held_by_another_p
     assert line + "." in markdown(results)
     idle["latency_bound_us"] = 0
     assert line + ", a PM QoS CPU latency bound of 0 us held when the run started." in markdown(results)
+
+
+def test_the_commit_is_marked_dirty_when_code_outside_the_results_differs_from_it(tmp_path):
+    assert git_commit(tmp_path) == "unknown"  # not a git checkout
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "bench" / "results" / "summary.md").write_text("old\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "bench" / "results" / "summary.md").write_text("a new report\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert git_commit(tmp_path / "bench") == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "bench") == head + "-dirty"
