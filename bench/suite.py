@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -45,6 +45,7 @@ from tritonize.placement import Placement, available_cpus, pinned
 from tritonize.repository.config import TEXT_SUFFIX
 from tritonize.repository.writer import NOOP_SUFFIX, build_repository
 from tritonize.server import TritonServer
+from tritonize.timing import quartiles
 
 HERE = Path(__file__).parent
 SCALING_MODEL = "cnn"  # the model of the dynamic-batching scaling target
@@ -170,10 +171,24 @@ class ServedSetup:
     def label(self) -> str:
         return self.placement + (", poll idle" if self.poll_idle else "")
 
+    @property
+    def idle(self) -> str:
+        return "poll" if self.poll_idle else "default"
+
     @contextlib.contextmanager
     def measuring(self):
         with pinned(self.client_cpus), (poll_idle() if self.poll_idle else contextlib.nullcontext()):
             yield
+
+
+def _turns(seconds: float) -> Iterator[None]:
+    """One iteration per turn until `seconds` have passed, at least one: measurements that take turns
+    inside the loop share the host's slow spells (they last seconds here)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        yield
+        if time.monotonic() >= deadline:
+            return
 
 
 def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> dict[str, dict]:
@@ -192,8 +207,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
     latencies = {k: [] for k in senders}
     block_p50s = {k: [] for k in senders}
     resting = dict.fromkeys(senders, 0)
-    deadline = time.monotonic() + opts.floor_seconds
-    while True:  # at least one turn each
+    for _ in _turns(opts.floor_seconds):
         for setup in setups:
             with setup.measuring():
                 for name in names:
@@ -206,17 +220,15 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
                     resting[key] += resting_entries() - before
                     latencies[key] += block
                     block_p50s[key].append(float(np.median(block)))
-        if time.monotonic() >= deadline:
-            break
     out = {}
     for setup in setups:
         label = setup.label
         ours, floor = (float(np.median(latencies[label, n])) for n in names)
         block_ratios = np.array(block_p50s[label, names[0]]) / np.array(block_p50s[label, names[1]])
-        out[label] = {"model": model, "placement": setup.placement, "idle": "poll" if setup.poll_idle else "default",
+        out[label] = {"model": model, "placement": setup.placement, "idle": setup.idle,
                       "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor,
                       "requests": {n: len(latencies[label, n]) for n in names}, "blocks": len(block_ratios),
-                      "block_ratio_quartiles": [float(q) for q in np.percentile(block_ratios, [25, 50, 75])],
+                      "block_ratio_quartiles": quartiles(block_ratios),
                       "resting_idle_entries_per_request": {n: resting[label, n] / len(latencies[label, n])
                                                            for n in names}}
     return out
@@ -294,25 +306,22 @@ def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
     windows: dict[tuple, list[dict]] = {(s.label, p, name): [] for s, p in pairs for name in SCALING_LEVELS}
     progress(f"served: {model} concurrency 1 and 8 taking turns "
              f"({'; '.join(f'{p}, {s.label}' for s, p in pairs)})")
-    deadline = time.monotonic() + opts.scaling_seconds
-    while True:
+    for _ in _turns(opts.scaling_seconds):
         for setup, protocol in pairs:
             with setup.measuring():
                 for name, level in SCALING_LEVELS.items():
                     windows[setup.label, protocol, name].append(run_load(
                         setup.server.grpc_url, endpoint(setup.server, protocol), protocol, model, spec, level=level,
                         duration_s=SCALING_WINDOW_S))
-        if time.monotonic() >= deadline:
-            break
     rows = []
     for setup, protocol in pairs:
         c1, c8 = (windows[setup.label, protocol, name] for name in SCALING_LEVELS)
         turn_ratios = [_ratio(high["infer_per_s"], low["infer_per_s"]) for low, high in zip(c1, c8)]
         levels = {name: _pooled(windows[setup.label, protocol, name]) for name in SCALING_LEVELS}
-        rows.append({"model": model, "setup": setup.label, "idle": "poll" if setup.poll_idle else "default",
+        rows.append({"model": model, "setup": setup.label, "idle": setup.idle,
                      "protocol": protocol, "turns": len(c1), "window_s": SCALING_WINDOW_S, "levels": levels,
                      "ratio": _ratio(levels["c8"]["infer_per_s"], levels["c1"]["infer_per_s"]),
-                     "turn_ratio_quartiles": [float(q) for q in np.percentile(turn_ratios, [25, 50, 75])]})
+                     "turn_ratio_quartiles": quartiles(turn_ratios)})
     return rows
 
 

@@ -14,6 +14,11 @@ def percentiles(samples_ms, qs=(50, 90, 95, 99)) -> dict[str, float]:
     return {f"p{q}_ms": float(np.percentile(arr, q)) for q in qs}
 
 
+def quartiles(values) -> list[float]:
+    """The 25th, 50th and 75th percentiles: the spread of repeated measurements of one ratio."""
+    return [float(q) for q in np.percentile(np.asarray(values, dtype=np.float64), [25, 50, 75])]
+
+
 def measure_latency(run: Callable[[], object], warmup: int = 10, iters: int = 100, budget_s: float = 2.0) -> dict:
     """Percentiles (ms) of `run()` after `warmup` calls; at most `iters` samples, at least 5, and
     no more sampling once `budget_s` is spent."""
