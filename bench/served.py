@@ -81,7 +81,7 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
 def model_statistics(grpc_url: str, model: str) -> dict:
     """Cumulative counts and nanoseconds for `model` (all versions summed) from the statistics API."""
     stats = grpcclient.InferenceServerClient(grpc_url).get_inference_statistics(model, as_json=True)
-    total = {"inference_count": 0, "execution_count": 0, "success_count": 0, **{f"{s}_ns": 0 for s in STAGES}}
+    total = zero_statistics()
     for entry in stats.get("model_stats", []):
         total["inference_count"] += int(entry.get("inference_count", 0))
         total["execution_count"] += int(entry.get("execution_count", 0))
@@ -90,6 +90,16 @@ def model_statistics(grpc_url: str, model: str) -> dict:
         for s in STAGES:
             total[f"{s}_ns"] += int(infer.get(s, {}).get("ns", 0))
     return total
+
+
+def zero_statistics() -> dict:
+    """What `model_statistics` reads for a model that has answered nothing."""
+    return {"inference_count": 0, "execution_count": 0, "success_count": 0, **{f"{s}_ns": 0 for s in STAGES}}
+
+
+def add_statistics(total: dict, before: dict, after: dict) -> dict:
+    """`total` plus what the server did between two snapshots, for measurements made in pieces."""
+    return {k: total[k] + after[k] - before[k] for k in total}
 
 
 def settled_statistics(grpc_url: str, model: str, answered: int, timeout_s: float = 3.0) -> dict:

@@ -36,7 +36,8 @@ import pytest
 
 from tritonize.artifacts import atomic_dir, tool_versions
 from tritonize.bench.report import write_report
-from tritonize.bench.served import LEAN_HTTP, endpoint, run_load, sender_factory
+from tritonize.bench.served import (LEAN_HTTP, add_statistics, endpoint, model_statistics, run_load, sender_factory,
+                                    server_breakdown, settled_statistics, zero_statistics)
 from tritonize.bench.sweep import batching_sweep, write_back
 from tritonize.idle import describe as describe_idle
 from tritonize.idle import poll_idle, poll_idle_unavailable, resting_entries
@@ -196,8 +197,9 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
     concurrency 1 sends blocks of FLOOR_BLOCK requests, taking turns over the models and the setups
     until `opts.floor_seconds` are spent, so that a slow spell of the host (they last seconds here)
     falls on both models alike instead of on whichever ran then. Also the spread of the per-block
-    ratios, and how often per request the host's cores entered an idle state they must be woken from
-    (a host-wide count)."""
+    ratios, how often per request the host's cores entered an idle state they must be woken from
+    (a host-wide count), and the server's own breakdown per model (statistics read after every block,
+    so each setup's share is its own even where two setups are one server)."""
     spec = get_spec(model)
     names = (model, model + NOOP_SUFFIX)
     senders = {(s.label, n): sender_factory("grpc", s.server.grpc_url, n, spec)() for s in setups for n in names}
@@ -207,6 +209,8 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
     latencies = {k: [] for k in senders}
     block_p50s = {k: [] for k in senders}
     resting = dict.fromkeys(senders, 0)
+    last_stats = {(s.server.grpc_url, n): model_statistics(s.server.grpc_url, n) for s in setups for n in names}
+    server = {k: zero_statistics() for k in senders}
     for _ in _turns(opts.floor_seconds):
         for setup in setups:
             with setup.measuring():
@@ -218,6 +222,10 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
                         send()
                         block.append((time.perf_counter() - start) * 1e3)
                     resting[key] += resting_entries() - before
+                    stats_key = setup.server.grpc_url, name
+                    now = settled_statistics(*stats_key, last_stats[stats_key]["success_count"] + FLOOR_BLOCK)
+                    server[key] = add_statistics(server[key], last_stats[stats_key], now)
+                    last_stats[stats_key] = now
                     latencies[key] += block
                     block_p50s[key].append(float(np.median(block)))
     out = {}
@@ -230,7 +238,8 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
                       "requests": {n: len(latencies[label, n]) for n in names}, "blocks": len(block_ratios),
                       "block_ratio_quartiles": quartiles(block_ratios),
                       "resting_idle_entries_per_request": {n: resting[label, n] / len(latencies[label, n])
-                                                           for n in names}}
+                                                           for n in names},
+                      "server": {n: server_breakdown(zero_statistics(), server[label, n]) for n in names}}
     return out
 
 

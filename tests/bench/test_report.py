@@ -44,6 +44,10 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
             q25, median, q75 = f["block_ratio_quartiles"]
             assert f["blocks"] >= 1 and q25 <= median <= q75
             assert f["ratio"] == pytest.approx(f["p50_ms"] / f["noop_p50_ms"])
+            # each setup's own requests, also where two setups are one server (polling or not)
+            for name, count in f["requests"].items():
+                assert f["server"][name]["server_requests"] == count and f["server"][name]["mean_batch"] == 1
+                assert f["server"][name]["server_compute_infer_us"] > 0
         if polling:  # measured with no core halting: the host-wide count of halts stayed at zero
             assert floors["split, poll idle"]["resting_idle_entries_per_request"] == {"mlp": 0, "mlp_noop": 0}
             assert [t["name"] for t in results["targets"]].count(
@@ -58,6 +62,10 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
     summary = (folder / "summary.md").read_text()
     assert "## Targets" in summary and "## Served" in summary and "## Not run, and why" in summary
     assert f"Placement: {results['placement']}." in summary
+    if len(available_cpus()) >= 2:
+        split = results["floor_by_setup"]["split"]["server"]
+        assert "server compute infer us (mlp / do-nothing)" in summary
+        assert f"{split['mlp']['server_compute_infer_us']:.1f} / {split['mlp_noop']['server_compute_infer_us']:.1f}" in summary
     assert (folder / "served.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
