@@ -41,7 +41,9 @@ def test_every_config_is_measured_and_the_best_within_budget_wins(mlp_server):
     assert result["best"] == max(configs, key=lambda c: c["throughput_rps"])
     assert result["protocol"] == "http-lean"
     # At concurrency 2 a 2 ms delay holds the first request until the second arrives: batches of 2.
-    assert configs[2]["mean_batch"] > 1.5 > configs[0]["mean_batch"]
+    # Without a delay two requests meet only when one waits for the instance, which on a busy host
+    # can be half the time, so that one is only compared.
+    assert configs[2]["mean_batch"] > 1.9 and configs[2]["mean_batch"] > configs[0]["mean_batch"]
     assert _served_batching(server) == before  # the repository's config is served again
 
 
