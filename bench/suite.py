@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -203,13 +204,17 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
     spec = get_spec(model)
     names = (model, model + NOOP_SUFFIX)
     senders = {(s.label, n): sender_factory("grpc", s.server.grpc_url, n, spec)() for s in setups for n in names}
+    stats_of = {(s.label, n): (s.server.grpc_url, n) for s in setups for n in names}  # setups may share a server
+    last_stats = {k: model_statistics(*k) for k in set(stats_of.values())}
     for send in senders.values():
         for _ in range(FLOOR_WARMUP):
             send()
+    warmed = Counter(stats_of.values())
+    last_stats = {k: settled_statistics(*k, stats["success_count"] + FLOOR_WARMUP * warmed[k])
+                  for k, stats in last_stats.items()}
     latencies = {k: [] for k in senders}
     block_p50s = {k: [] for k in senders}
     resting = dict.fromkeys(senders, 0)
-    last_stats = {(s.server.grpc_url, n): model_statistics(s.server.grpc_url, n) for s in setups for n in names}
     server = {k: zero_statistics() for k in senders}
     for _ in _turns(opts.floor_seconds):
         for setup in setups:
@@ -222,7 +227,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
                         send()
                         block.append((time.perf_counter() - start) * 1e3)
                     resting[key] += resting_entries() - before
-                    stats_key = setup.server.grpc_url, name
+                    stats_key = stats_of[key]
                     now = settled_statistics(*stats_key, last_stats[stats_key]["success_count"] + FLOOR_BLOCK)
                     server[key] = add_statistics(server[key], last_stats[stats_key], now)
                     last_stats[stats_key] = now
