@@ -84,6 +84,7 @@ def markdown(results: dict) -> str:
                                        [[t["name"], t["measured"], t["goal"], "yes" if t["met"] else "**no**"]
                                         for t in results["targets"]])]
     if results.get("floor_by_setup"):
+        block = next(iter(results["floor_by_setup"].values()))["block_requests"]
         parts += ["## Host setup: placement and idle policy (served mlp, batch 1, gRPC, concurrency 1)", _table(
             ["setup", "requests each", "mlp p50 ms", "do-nothing p50 ms", "ratio", "per-block ratio, quartiles",
              "resting idle entries per request (mlp / do-nothing)", "server compute infer us (mlp / do-nothing)"],
@@ -92,8 +93,8 @@ def markdown(results: dict) -> str:
               " / ".join(f"{n:.2f}" for n in f["resting_idle_entries_per_request"].values()),
               " / ".join(f"{b['server_compute_infer_us']:.1f}" for b in f["server"].values())]
              for label, f in results["floor_by_setup"].items()]),
-                  "The models and setups take turns in blocks of 100 requests, so a slow spell of the host falls "
-                  "on all alike. Server compute infer is the server's own count per request (statistics API): the "
+                  f"The models and setups take turns in blocks of {block} requests, so a slow spell of the host "
+                  "falls on all alike. Server compute infer is the server's own count per request (statistics API): the "
                   "model's call from the server to its Python stub and back, so the difference between the two is "
                   "what the model's own path costs inside the server.",
                   f"split: {results['placement']}; none: the OS schedules the server, its stubs and the load generator. "

@@ -241,6 +241,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
         out[label] = {"model": model, "placement": setup.placement, "idle": setup.idle,
                       "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor,
                       "requests": {n: len(latencies[label, n]) for n in names}, "blocks": len(block_ratios),
+                      "block_requests": FLOOR_BLOCK,
                       "block_ratio_quartiles": quartiles(block_ratios),
                       "resting_idle_entries_per_request": {n: resting[label, n] / len(latencies[label, n])
                                                            for n in names},

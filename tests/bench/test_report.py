@@ -65,6 +65,7 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
     if len(available_cpus()) >= 2:
         split = results["floor_by_setup"]["split"]["server"]
         assert "server compute infer us (mlp / do-nothing)" in summary
+        assert f"take turns in blocks of {FLOOR_BLOCK} requests" in summary
         assert f"{split['mlp']['server_compute_infer_us']:.1f} / {split['mlp_noop']['server_compute_infer_us']:.1f}" in summary
     assert (folder / "served.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
