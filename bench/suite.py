@@ -39,7 +39,7 @@ from tritonize.artifacts import atomic_dir, tool_versions
 from tritonize.bench.report import write_report
 from tritonize.bench.served import (LEAN_HTTP, add_statistics, endpoint, model_statistics, run_load, sender_factory,
                                     server_breakdown, settled_statistics, zero_statistics)
-from tritonize.bench.sweep import batching_sweep, write_back
+from tritonize.bench.sweep import batching_sweep, write_back, write_back_target
 from tritonize.idle import describe as describe_idle
 from tritonize.idle import poll_idle, poll_idle_unavailable, resting_entries
 from tritonize.models import get_spec
@@ -416,10 +416,29 @@ def targets(results: dict) -> list[dict]:
             + _floor_targets(polled, POLLING) + _scaling_targets(by_idle["poll"], POLLING))
 
 
+def check_options(opts: SuiteOptions) -> None:
+    """Fail before any work on what would only fail (or be silently dropped) at the end of a long run."""
+    for m in opts.models:
+        get_spec(m)
+    if not opts.duration_s > 0:
+        raise ValueError(f"--duration expects seconds per load run > 0, got {opts.duration_s}")
+    if opts.sweep_write_back is not None and opts.sweep_model is None:
+        raise ValueError("--write-back REPO writes the sweep's best config, so it needs --sweep MODEL too")
+    if opts.sweep_model is None:
+        return
+    if not opts.served:
+        raise ValueError(f"--sweep {opts.sweep_model} runs against the served models; it cannot go with --no-served")
+    if opts.sweep_model not in opts.models or get_spec(opts.sweep_model).runtime != "onnx":
+        served = [m for m in opts.models if get_spec(m).runtime == "onnx"]
+        raise ValueError(f"--sweep expects one of the models this run serves ({', '.join(served) or 'none'}), "
+                         f"got {opts.sweep_model!r}")
+    if opts.sweep_write_back is not None:
+        write_back_target(opts.sweep_write_back, opts.sweep_model)
+
+
 def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: None) -> Path:
     """Run everything asked for and write `<results_root>/<host>-<date>/`; returns that folder."""
-    for m in opts.models:
-        get_spec(m)  # an unknown name fails before any work
+    check_options(opts)
     now = dt.datetime.now(dt.timezone.utc)
     results = {"date": now.date().isoformat(), "started": now.isoformat(timespec="seconds"),
                "machine": machine_info(), "versions": tool_versions(), "git_commit": git_commit(),

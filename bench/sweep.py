@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 
 from tritonize.bench.served import LEAN_HTTP, endpoint, run_load
 from tritonize.models.spec import ModelSpec
@@ -56,11 +56,30 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: in
             "configs": configs, "best": best}
 
 
+def write_back_target(repository: Path, model: str):
+    """The config that `write_back` would change, read and checked; a ValueError names what is wrong.
+    The suite calls it before any measuring, so a wrong path fails in a second, not after the sweep."""
+    path = Path(repository) / model / "config.pbtxt"
+    if not path.is_file():
+        raise ValueError(f"--write-back expects a model repository with {model}/config.pbtxt; {path} does not exist "
+                         f"(create the repository with `tritonize repo --out {repository}`)")
+    try:
+        config = parse_pbtxt(path.read_text())
+    except text_format.ParseError as e:
+        raise ValueError(f"--write-back: {path} is not a valid Triton model config: {e}") from None
+    if config.name and config.name != model:
+        raise ValueError(f"--write-back: {path} configures model {config.name!r}, expected {model!r}")
+    if config.max_batch_size < 1 or not config.instance_group:
+        raise ValueError(f"--write-back: {path} needs max_batch_size >= 1 and an instance_group for the sweep's "
+                         f"settings, it has max_batch_size {config.max_batch_size} and "
+                         f"{len(config.instance_group)} instance groups")
+    return path, config
+
+
 def write_back(repository: Path, model: str, best: dict) -> Path:
     """Put the sweep's best batching settings into `<repository>/<model>/config.pbtxt` (atomically)."""
-    path = Path(repository) / model / "config.pbtxt"
-    config = _with(parse_pbtxt(path.read_text()), best["max_queue_delay_us"], best["instance_count"],
-                   tuple(best["preferred_batch_sizes"]))
+    path, config = write_back_target(repository, model)
+    config = _with(config, best["max_queue_delay_us"], best["instance_count"], tuple(best["preferred_batch_sizes"]))
     tmp = path.with_name(".config.pbtxt.tmp")
     tmp.write_text(to_pbtxt(config))
     tmp.replace(path)

@@ -58,11 +58,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
     if args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    if args.seq is not None and args.seq < 1:
+        raise ValueError(f"--seq must be at least 1, got {args.seq}")
+    if args.texts and args.inputs:
+        raise ValueError("--text and --input cannot be combined")
     urls = args.urls or [DEFAULT_URL]
     with TritonClient(urls, timeout_s=args.timeout, use_shared_memory=args.shared_memory) as client:
         if args.texts:
-            if args.inputs:
-                raise ValueError("--text and --input cannot be combined")
             info = text_model_info(client, args.model)
             inputs = {info.inputs[0].name: np.array([[t.encode("utf-8")] for t in args.texts], dtype=object)}
         else:

@@ -162,7 +162,7 @@ def cmd_bench(args) -> int:
     opts = make(models=models, artifacts=args.artifacts, results_root=args.results, sweep_model=args.sweep,
                 sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served,
                 placement=not args.no_placement, compare_poll_idle=not args.no_poll_idle)
-    if args.duration:
+    if args.duration is not None:
         opts.duration_s = args.duration
     with console.status("benchmarking") as status:
         folder = run_suite(opts, progress=lambda msg: status.update(f"benchmarking: {msg}"))
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, TensorRTUnavailable, CliError,
-            PollIdleUnavailable, ValueError, InferenceServerException) as e:
+            PollIdleUnavailable, ValueError, InferenceServerException, OSError) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:

@@ -55,6 +55,19 @@ def test_user_errors_say_what_was_expected(server, tmp_path):
         run_cli(["infer", "transformer", "--url", server.grpc_url, "--seq", "5000"])
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--batch", "0"], "--batch must be at least 1, got 0"),
+    (["--seq", "-3"], "--seq must be at least 1, got -3"),
+    (["--repeat", "0"], "--repeat must be at least 1, got 0"),
+    (["--text", "hi", "--input", "x.npy"], "--text and --input cannot be combined"),
+])
+def test_bad_flags_fail_before_any_connection(flags, message):
+    # port 1 refuses connections: a check made after connecting would fail with UNAVAILABLE instead
+    with pytest.raises(ValueError) as e:
+        run_cli(["infer", "mlp", "--url", "127.0.0.1:1", *flags])
+    assert str(e.value) == message
+
+
 def test_bytes_model_outside_the_registry_gets_inputs_from_metadata(text_server, capsys):
     assert run_cli(["infer", "text_stats", "--url", text_server.grpc_url, "--batch", "2"]) == 0
     text = capsys.readouterr().out

@@ -91,6 +91,15 @@ def test_cli_optimize_without_export_says_how(tmp_path, capsys):
     assert "tritonize export cnn" in capsys.readouterr().err
 
 
+def test_cli_an_unwritable_output_is_an_error_not_a_traceback(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["export", "mlp", "--out", str(blocker / "artifacts")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and str(blocker / "artifacts") in err and "Traceback" not in err
+    assert blocker.read_text() == ""
+
+
 def test_legacy_exporter_is_an_option(tmp_path):
     manifest = export_model(get_spec("mlp"), tmp_path, exporter="legacy")
     assert manifest["export"]["exporter"] == "legacy" and manifest["parity"]["ok"]

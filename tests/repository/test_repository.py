@@ -1,9 +1,11 @@
 import filecmp
+import shutil
 
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonize.artifacts import ArtifactError
+from tritonize.export.optimize import optimize_model
 from tritonize.models import get_spec, model_names
 from tritonize.repository.config import INSTANCE_HOST_POLICY, build_config, build_tokenizer_config, parse_pbtxt, to_pbtxt
 from tritonize.repository.writer import build_repository
@@ -104,6 +106,11 @@ def test_variant_overrides_serve_the_named_variant_and_bad_ones_are_refused(arti
         build_repository([get_spec("mlp")], artifacts, out, variants={"cnn": "fp32"})
     with pytest.raises(ValueError, match="'cnn_fused': a variant can only be chosen for ONNX models on the cpu target"):
         build_repository([get_spec("cnn_fused")], artifacts, out, variants={"cnn_fused": "fp32"})
-    with pytest.raises(ArtifactError, match="no 'fp16' variant at .*tritonize optimize mlp --variants fp16"):
+    with pytest.raises(ValueError, match="'mlp': expected a variant from fp32, ort_opt, int8, got 'fp16'"):
         build_repository([get_spec("mlp")], artifacts, out, variants={"mlp": "fp16"})
+    missing = tmp_path / "missing_variant"
+    shutil.copytree(artifacts / "mlp", missing / "mlp")
+    optimize_model(get_spec("mlp"), missing, variants=("fp32",), agreement_rows=10, latency_iters=3)
+    with pytest.raises(ArtifactError, match="no 'ort_opt' variant at .*tritonize optimize mlp --variants ort_opt"):
+        build_repository([get_spec("mlp")], missing, out, variants={"mlp": "ort_opt"})
     assert (out / "mlp" / "1" / "model.onnx").is_file()  # the failed builds left the repository as it was

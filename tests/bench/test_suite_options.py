@@ -1,0 +1,81 @@
+"""`tritonize bench` refuses, before any measuring, options that would only fail or be dropped at the
+end of a run of minutes: a write-back without a sweep, a sweep of a model the run does not serve, a
+write-back repository without the model's config."""
+from pathlib import Path
+
+import pytest
+
+from tritonize.bench.suite import SuiteOptions, check_options
+from tritonize.bench.sweep import write_back
+from tritonize.cli import main
+from tritonize.models.registry import UnknownModelError
+from tritonize.repository.config import parse_pbtxt
+
+MLP_CONFIG = 'name: "mlp"\nmax_batch_size: 64\ninstance_group { count: 1 kind: KIND_CPU }\n'
+
+
+def _options(**kw) -> SuiteOptions:
+    return SuiteOptions(**{"models": ["mlp", "cnn"], "artifacts": Path("unused"), **kw})
+
+
+def _repo(tmp_path: Path, text: str = MLP_CONFIG) -> Path:
+    (tmp_path / "mlp").mkdir()
+    (tmp_path / "mlp" / "config.pbtxt").write_text(text)
+    return tmp_path
+
+
+def test_consistent_options_pass(tmp_path):
+    check_options(_options())
+    check_options(_options(sweep_model="cnn"))
+    check_options(_options(sweep_model="mlp", sweep_write_back=_repo(tmp_path)))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(sweep_write_back=Path("repo")), "needs --sweep MODEL"),
+    (dict(sweep_model="lstm"), "one of the models this run serves (mlp, cnn), got 'lstm'"),
+    (dict(models=["cnn_fused"], sweep_model="cnn_fused"), "serves (none), got 'cnn_fused'"),
+    (dict(sweep_model="cnn", served=False), "cannot go with --no-served"),
+    (dict(duration_s=0.0), "seconds per load run > 0, got 0.0"),
+])
+def test_inconsistent_options_are_refused(kw, message):
+    with pytest.raises(ValueError) as e:
+        check_options(_options(**kw))
+    assert message in str(e.value)
+
+
+def test_an_unknown_model_is_refused():
+    with pytest.raises(UnknownModelError, match="nosuch"):
+        check_options(_options(models=["mlp", "nosuch"]))
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "does not exist"),
+    ("name: \"mlp\"\nmax_batch_size: 64\nbogus_field: 1\n", "not a valid Triton model config"),
+    (MLP_CONFIG.replace('"mlp"', '"cnn"'), "configures model 'cnn', expected 'mlp'"),
+    (MLP_CONFIG.replace("64", "0"), "max_batch_size 0 and 1 instance groups"),
+    ('name: "mlp"\nmax_batch_size: 8\n', "max_batch_size 8 and 0 instance groups"),
+])
+def test_a_write_back_repository_without_a_usable_config_is_refused(tmp_path, text, message):
+    repo = tmp_path if text is None else _repo(tmp_path, text)
+    with pytest.raises(ValueError) as e:
+        check_options(_options(sweep_model="mlp", sweep_write_back=repo))
+    assert message in str(e.value)
+    with pytest.raises(ValueError):
+        write_back(repo, "mlp", {"max_queue_delay_us": 100, "instance_count": 2, "preferred_batch_sizes": []})
+    if text is not None:
+        assert (repo / "mlp" / "config.pbtxt").read_text() == text  # left as it was
+    assert not (repo / "mlp").exists() or [p.name for p in (repo / "mlp").iterdir()] == ["config.pbtxt"]
+
+
+def test_write_back_adds_batching_to_a_config_without_it(tmp_path):
+    path = write_back(_repo(tmp_path), "mlp", {"max_queue_delay_us": 100, "instance_count": 2,
+                                                "preferred_batch_sizes": [4]})
+    config = parse_pbtxt(path.read_text())
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100 and config.instance_group[0].count == 2
+
+
+def test_the_command_line_fails_at_once_with_the_reason(tmp_path, capsys):
+    assert main(["bench", "mlp", "--sweep", "mlp", "--write-back", str(tmp_path), "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr()
+    assert f"{tmp_path}/mlp/config.pbtxt does not exist" in err.out + err.err
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
