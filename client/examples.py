@@ -23,6 +23,10 @@ def random_inputs(info: ModelInfo, batch: int = 1, seq: int | None = None,
         raise ValueError(f"batch must be at least 1, got {batch}")
     if seq is not None and seq < 1:
         raise ValueError(f"seq must be at least 1, got {seq}")
+    if seq is not None and not any(_has_variable_axis(info, t) for t in info.inputs):
+        shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in info.inputs)
+        raise ValueError(f"seq {seq} given, but model {info.name} has no variable axis besides the batch to set "
+                         f"({shapes})")
     rng = rng if rng is not None else np.random.default_rng()
     from_registry = _registry_inputs(info, batch, seq, rng)
     if from_registry is not None:
@@ -42,6 +46,10 @@ def _registry_inputs(info: ModelInfo, batch: int, seq: int | None, rng) -> dict[
     if served != known:
         return None
     return spec.example_inputs(batch, seq, rng)
+
+
+def _has_variable_axis(info: ModelInfo, tensor: TensorInfo) -> bool:
+    return any(d < 0 for d in tensor.shape[1 if info.batching else 0:])
 
 
 def _concrete_shape(info: ModelInfo, tensor: TensorInfo, batch: int, seq: int | None) -> tuple[int, ...]:

@@ -85,3 +85,13 @@ def test_random_inputs_from_metadata_follow_the_names():
         "flags": ("bool", (3, 2))}
     assert x["token_ids"].min() >= 0 and x["token_ids"].max() < 100
     assert (x["attention_mask"] == 1).all() and x["flags"].all()
+
+
+def test_a_seq_for_a_model_without_a_variable_axis_is_refused():
+    fixed = ModelInfo("fixed", "1", 8, (TensorInfo("x", "FP32", (-1, 4)),), ())
+    with pytest.raises(ValueError, match=r"seq 5 given, but model fixed has no variable axis besides the batch to set "
+                                         r"\(x \[-1, 4\]\)"):
+        random_inputs(fixed, batch=2, seq=5)
+    assert random_inputs(fixed, batch=2)["x"].shape == (2, 4)
+    unbatched = ModelInfo("unbatched", "1", 0, (TensorInfo("x", "FP32", (-1, 4)),), ())
+    assert random_inputs(unbatched, seq=5)["x"].shape == (5, 4)  # without batching, the first axis is variable
