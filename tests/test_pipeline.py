@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from tritonize.artifacts import load_manifest
+from tritonize.export.stage import export_model
 from tritonize.models import get_spec
 from tritonize.pipeline import RunOptions, ensure_artifacts, run_main_job
 
@@ -26,6 +27,19 @@ def test_main_job_serves_what_it_exported_and_reuses_current_artifacts(artifacts
 def test_stale_or_unoptimized_artifacts_are_rebuilt(artifacts, tmp_path):
     shutil.copytree(artifacts / "mlp", tmp_path / "mlp")
     changed = dataclasses.replace(get_spec("mlp"), seed=7)  # another description: its artifacts are stale
-    assert ensure_artifacts(changed, tmp_path, force=False, step=lambda _: None) == "built"
+    done = ensure_artifacts(changed, tmp_path, force=False, step=lambda _: None)
+    assert done == f"rebuilt: {tmp_path / 'mlp'} was produced from another model description (expected " \
+                   f"mlp@{changed.fingerprint()}, found mlp@{get_spec('mlp').fingerprint()})"
     assert load_manifest(tmp_path, changed)["optimize"]["chosen"]
     assert ensure_artifacts(changed, tmp_path, force=False, step=lambda _: None) == "reused"
+    assert ensure_artifacts(changed, tmp_path, force=True, step=lambda _: None) == "rebuilt (--force)"
+
+
+def test_a_current_export_is_only_optimized_and_a_missing_one_built(tmp_path):
+    spec = get_spec("mlp")
+    export_model(spec, tmp_path)
+    exported = (tmp_path / "mlp" / "model.onnx").stat().st_mtime_ns
+    assert ensure_artifacts(spec, tmp_path, force=False, step=lambda _: None) == "optimized (the export was current)"
+    assert (tmp_path / "mlp" / "model.onnx").stat().st_mtime_ns == exported
+    assert load_manifest(tmp_path, spec)["optimize"]["chosen"]
+    assert ensure_artifacts(spec, tmp_path / "fresh", force=False, step=lambda _: None) == "built"

@@ -27,7 +27,12 @@ DEFAULT_ROOT = Path("artifacts")
 
 
 class ArtifactError(RuntimeError):
-    """An artifact folder that a stage cannot use, with what to do about it."""
+    """An artifact folder that a stage cannot use, with what to do about it. `problem` is the what
+    alone, for callers that do something about it themselves (`tritonize run` rebuilds)."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 def tool_versions() -> dict[str, str]:
@@ -105,35 +110,32 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
     `ignore_under` leaves a sub-folder out of the check (a stage about to rebuild it).
     """
     folder = model_dir(root, spec)
-    how = f"run `tritonize export {spec.name} --out {root}` to produce it"
+
+    def unusable(problem: str) -> ArtifactError:
+        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {spec.name} --out {root}` "
+                             f"to produce it", problem)
+
     if not folder.is_dir():
-        raise ArtifactError(f"model {spec.name!r}: no artifact folder at {folder}; {how}")
+        raise unusable(f"no artifact folder at {folder}")
     path = folder / MANIFEST
     if not path.is_file():
-        raise ArtifactError(f"model {spec.name!r}: {path} is missing (incomplete export?); {how}")
+        raise unusable(f"{path} is missing (incomplete export?)")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"model {spec.name!r}: {path} is not valid JSON ({e}); {how}") from None
+        raise unusable(f"{path} is not valid JSON ({e})") from None
     if manifest.get("model") != spec.name or manifest.get("spec_fingerprint") != spec.fingerprint():
-        raise ArtifactError(
-            f"model {spec.name!r}: {folder} was produced from another model description "
-            f"(expected {spec.name}@{spec.fingerprint()}, found "
-            f"{manifest.get('model')}@{manifest.get('spec_fingerprint')}); {how}"
-        )
+        raise unusable(f"{folder} was produced from another model description (expected {spec.name}@"
+                       f"{spec.fingerprint()}, found {manifest.get('model')}@{manifest.get('spec_fingerprint')})")
     if verify:
         files = {k: v for k, v in manifest.get("files", {}).items() if not (ignore_under and _under(k, ignore_under))}
-        _verify_files(spec, folder, files, how)
+        for name, digest in files.items():
+            file = folder / name
+            if not file.is_file():
+                raise unusable(f"{file} is listed in the manifest but missing")
+            if sha256(file) != digest:
+                raise unusable(f"{file} does not match its manifest digest (corrupted or edited)")
     return manifest
-
-
-def _verify_files(spec: ModelSpec, folder: Path, files: dict[str, str], how: str) -> None:
-    for name, digest in files.items():
-        file = folder / name
-        if not file.is_file():
-            raise ArtifactError(f"model {spec.name!r}: {file} is listed in the manifest but missing; {how}")
-        if sha256(file) != digest:
-            raise ArtifactError(f"model {spec.name!r}: {file} does not match its manifest digest (corrupted or edited); {how}")
 
 
 def update_manifest(root: Path, spec: ModelSpec, files: list[str], replace_under: str | None = None, **reports) -> dict:

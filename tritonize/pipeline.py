@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.artifacts import ArtifactError, load_manifest
+from tritonize.artifacts import ArtifactError, load_manifest, model_dir
 from tritonize.export.optimize import optimize_model
 from tritonize.export.parity import ParityError
 from tritonize.export.runtime import ort_session, run_ort
@@ -36,16 +36,23 @@ class RunOptions:
 
 
 def ensure_artifacts(spec, root: Path, force: bool, step: Callable[[str], None]) -> str:
-    """Export and optimize unless current artifacts (same spec, intact files) are already there."""
-    if not force:
+    """Export and optimize unless current artifacts (same spec, intact files) are already there;
+    returns what was done and why, for the run's table."""
+    if force:
+        done = "rebuilt (--force)"
+    else:
         try:
-            if "optimize" in load_manifest(root, spec):
+            manifest = load_manifest(root, spec)
+        except ArtifactError as e:
+            done = "built" if not model_dir(root, spec).exists() else f"rebuilt: {e.problem}"
+        else:
+            if "optimize" in manifest:
                 return "reused"
-        except ArtifactError:
-            pass
+            optimize_model(spec, root, step=step)
+            return "optimized (the export was current)"
     export_model(spec, root, step=step)
     optimize_model(spec, root, step=step)
-    return "built"
+    return done
 
 
 def _reference(spec, artifacts: Path, repository: Path):
