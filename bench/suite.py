@@ -436,9 +436,19 @@ def check_options(opts: SuiteOptions) -> None:
         write_back_target(opts.sweep_write_back, opts.sweep_model)
 
 
+def check_results_root(root: Path) -> None:
+    """Make sure the report can be written under `root` (creating it), before minutes of measuring."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=root).cleanup()
+    except OSError as e:
+        raise ValueError(f"--results expects a folder the report can be written to; {root}: {e.strerror or e}") from None
+
+
 def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: None) -> Path:
     """Run everything asked for and write `<results_root>/<host>-<date>/`; returns that folder."""
     check_options(opts)
+    check_results_root(opts.results_root)
     now = dt.datetime.now(dt.timezone.utc)
     results = {"date": now.date().isoformat(), "started": now.isoformat(timespec="seconds"),
                "machine": machine_info(), "versions": tool_versions(), "git_commit": git_commit(),

@@ -89,6 +89,10 @@ def check_served(server: TritonServer, artifacts: Path, repository: Path, names:
 def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None) -> dict:
     specs = [get_spec(n) for n in opts.models]
     bases = list(dict.fromkeys(get_spec(s.variant_of) if s.variant_of else s for s in specs))
+    if opts.bench:
+        from tritonize.bench.suite import check_results_root
+
+        check_results_root(opts.results)  # before the minutes of exporting, not after
     report: dict = {"artifacts": {}}
     for spec in bases:
         step(f"artifacts: {spec.name}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonize.bench.suite import SuiteOptions, check_options
+from tritonize.bench.suite import SuiteOptions, check_options, check_results_root
 from tritonize.bench.sweep import write_back
 from tritonize.cli import main
 from tritonize.models.registry import UnknownModelError
@@ -79,3 +79,12 @@ def test_the_command_line_fails_at_once_with_the_reason(tmp_path, capsys):
     err = capsys.readouterr()
     assert f"{tmp_path}/mlp/config.pbtxt does not exist" in err.out + err.err
     assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
+
+
+def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
+    check_results_root(tmp_path / "new" / "results")
+    assert list((tmp_path / "new" / "results").iterdir()) == []  # created, and the probe left nothing
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=f"--results expects a folder the report can be written to; {blocker}/r"):
+        check_results_root(blocker / "r")
