@@ -15,6 +15,7 @@ from tritonize.artifacts import write_json  # noqa: E402
 
 # perf_analyzer's CSV columns (microseconds). The client's send/receive split is not visible through
 # tritonclient, so those two columns stay empty rather than guessed.
+RESULTS_FILE = "results.json"  # in every report folder: what marks it as one
 PERF_ANALYZER_COLUMNS = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv",
                          "Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output",
                          "Client Recv", "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency"]
@@ -200,7 +201,7 @@ def plots(results: dict, folder: Path) -> list[str]:
 
 def write_report(results: dict, folder: Path) -> list[str]:
     """Write every report file into `folder` (which the caller swaps in atomically)."""
-    write_json(folder / "results.json", results)
+    write_json(folder / RESULTS_FILE, results)
     (folder / "summary.md").write_text(markdown(results))
     write_csv(folder / "served_perf_analyzer.csv", results.get("served", []))
-    return ["results.json", "summary.md", "served_perf_analyzer.csv", *plots(results, folder)]
+    return [RESULTS_FILE, "summary.md", "served_perf_analyzer.csv", *plots(results, folder)]

@@ -35,8 +35,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from tritonize.artifacts import atomic_dir, tool_versions
-from tritonize.bench.report import write_report
+from tritonize.artifacts import atomic_dir, check_replaceable, tool_versions
+from tritonize.bench.report import RESULTS_FILE, write_report
 from tritonize.bench.served import (LEAN_HTTP, add_statistics, endpoint, model_statistics, run_load, sender_factory,
                                     server_breakdown, settled_statistics, zero_statistics)
 from tritonize.bench.sweep import batching_sweep, write_back, write_back_target
@@ -453,6 +453,8 @@ def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: No
     results = {"date": now.date().isoformat(), "started": now.isoformat(timespec="seconds"),
                "machine": machine_info(), "versions": tool_versions(), "git_commit": git_commit(),
                "quick": opts.quick, "models": opts.models}
+    folder = opts.results_root / f"{results['machine']['host']}-{results['date']}"
+    check_replaceable(folder, RESULTS_FILE)
     with tempfile.TemporaryDirectory(prefix="tritonize-bench-") as tmp:
         work = Path(tmp)
         if opts.inprocess:
@@ -463,7 +465,6 @@ def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: No
             results.update(run_served(opts, work, progress))
     results["targets"] = targets(results)
     results["skipped"] = opts.skipped
-    folder = opts.results_root / f"{results['machine']['host']}-{results['date']}"
-    with atomic_dir(folder) as tmp_folder:
+    with atomic_dir(folder, marker=RESULTS_FILE) as tmp_folder:
         write_report(results, tmp_folder)
     return folder

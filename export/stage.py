@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tritonize.artifacts import atomic_dir, model_dir, new_manifest, write_json
+from tritonize.artifacts import MANIFEST, atomic_dir, model_dir, new_manifest, write_json
 from tritonize.export.onnx_export import export_onnx
 from tritonize.export.parity import ParityError, check_parity
 from tritonize.export.runtime import ort_session, run_ort, run_torch
@@ -39,7 +39,7 @@ def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int
         raise ValueError(f"model {spec.name!r} runs on the {spec.runtime!r} runtime and is not exported to ONNX; "
                          f"export {spec.variant_of!r} instead")
     module = spec.factory()
-    with atomic_dir(model_dir(root, spec)) as tmp:
+    with atomic_dir(model_dir(root, spec), marker=MANIFEST) as tmp:
         step("saving weights")
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / WEIGHTS_FILE))
         step("exporting to ONNX")

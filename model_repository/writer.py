@@ -121,7 +121,7 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
     if not specs:
         raise ValueError("no models to put in the repository")
     index = {"target": target, "version": version, "models": {}}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker=INDEX_FILE) as tmp:
         for spec in specs:
             # A variant (custom kernels) is served from the artifacts of the model it is a variant of.
             manifest = load_manifest(artifacts, get_spec(spec.variant_of) if spec.variant_of else spec)

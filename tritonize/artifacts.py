@@ -67,9 +67,16 @@ def write_json(path: Path, obj) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty folder beside `final`; on success it replaces `final`, on error it is removed."""
+def atomic_dir(final: Path, marker: str | None = None) -> Iterator[Path]:
+    """Yield an empty folder beside `final`; on success it replaces `final`, on error it is removed.
+
+    With `marker` (a file every folder of this kind holds, e.g. manifest.json), an existing `final`
+    that has files but not the marker is someone else's folder: it is refused before any work, never
+    replaced.
+    """
     final = Path(final)
+    if marker:
+        check_replaceable(final, marker)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
@@ -83,6 +90,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         os.rename(final, old)
     os.rename(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_replaceable(final: Path, marker: str) -> None:
+    """Raise unless `final` is absent, empty, or holds `marker` (then a tritonize stage wrote it)."""
+    if final.is_dir() and any(final.iterdir()) and not (final / marker).is_file():
+        raise FileExistsError(f"{final} exists and holds files but no {marker}, so it was not written by tritonize; "
+                              f"refusing to replace it (expected a new folder or one from an earlier run)")
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(f"{final} exists and is not a folder; refusing to replace it")
 
 
 def model_dir(root: Path, spec: ModelSpec) -> Path:

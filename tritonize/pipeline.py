@@ -12,14 +12,14 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.artifacts import ArtifactError, load_manifest, model_dir
+from tritonize.artifacts import ArtifactError, check_replaceable, load_manifest, model_dir
 from tritonize.export.optimize import optimize_model
 from tritonize.export.parity import ParityError
 from tritonize.export.runtime import ort_session, run_ort
 from tritonize.export.runtime import run_torch
 from tritonize.export.stage import ONNX_FILE, export_model, load_module
 from tritonize.models import get_spec
-from tritonize.repository.writer import build_repository
+from tritonize.repository.writer import INDEX_FILE, build_repository
 from tritonize.server import TritonServer
 
 DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
@@ -89,10 +89,12 @@ def check_served(server: TritonServer, artifacts: Path, repository: Path, names:
 def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None) -> dict:
     specs = [get_spec(n) for n in opts.models]
     bases = list(dict.fromkeys(get_spec(s.variant_of) if s.variant_of else s for s in specs))
+    # What would fail only after minutes of exporting fails now.
+    check_replaceable(opts.repository, INDEX_FILE)
     if opts.bench:
         from tritonize.bench.suite import check_results_root
 
-        check_results_root(opts.results)  # before the minutes of exporting, not after
+        check_results_root(opts.results)
     report: dict = {"artifacts": {}}
     for spec in bases:
         step(f"artifacts: {spec.name}")
