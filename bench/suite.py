@@ -260,13 +260,18 @@ def served_text(server: TritonServer, spec, opts: SuiteOptions, progress: Callab
     return rows
 
 
+def served_models(models: list[str]) -> list[str]:
+    """The models the served part runs: the ONNX ones (the kernel variants run in Triton's interpreter here, untimed)."""
+    return [m for m in models if get_spec(m).runtime == "onnx"]
+
+
 def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) -> dict:
-    served_models = [m for m in opts.models if get_spec(m).runtime == "onnx"]
-    for m in set(opts.models) - set(served_models):
+    served = served_models(opts.models)
+    for m in set(opts.models) - set(served):
         opts.skipped[f"served {m}"] = ("runs Triton kernels; without a GPU they run in Triton's interpreter, "
                                        "which is checked for correctness in the tests, not timed")
     repo = work / "model_repository"
-    build_repository([get_spec(m) for m in served_models], opts.artifacts, repo, "cpu", noop_baselines=True)
+    build_repository([get_spec(m) for m in served], opts.artifacts, repo, "cpu", noop_baselines=True)
     placement = Placement.split() if opts.placement else None
     if opts.placement and placement is None:
         opts.skipped["CPU placement"] = (f"needs two or more cores in one contiguous upper half, this process has "
@@ -280,11 +285,11 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
     with TritonServer(repo, placement=placement) as server:
         main = ServedSetup("split" if placement else "none", server,
                            placement.server_cpus if placement else available_cpus())
-        if "mlp" in served_models:
+        if "mlp" in served:
             out.update(_mlp_floors(repo, main, opts, progress, poll=poll_reason is None))
         with pinned(main.client_cpus):
-            _served_rows(server, repo, served_models, opts, progress, out)
-        if SCALING_MODEL in served_models:
+            _served_rows(server, repo, served, opts, progress, out)
+        if SCALING_MODEL in served:
             polled = [replace(main, poll_idle=True)] if poll_reason is None and opts.compare_idle_scaling else []
             out["scaling"] = scaling_ratio([main, *polled], SCALING_MODEL, opts, progress)
     if opts.sweep_model is None:
@@ -357,10 +362,10 @@ def _pooled(windows: list[dict]) -> dict:
                            for core in windows[0]["cores_busy"]}}
 
 
-def _served_rows(server: TritonServer, repo: Path, served_models: list[str], opts: SuiteOptions,
+def _served_rows(server: TritonServer, repo: Path, served: list[str], opts: SuiteOptions,
                  progress: Callable[[str], None], out: dict) -> None:
     """The concurrency sweeps, the open-loop runs and the optional batching sweep, into `out`."""
-    for model in served_models:
+    for model in served:
         spec = get_spec(model)
         if spec.text is not None:
             out["served"] += served_text(server, spec, opts, progress)
@@ -428,8 +433,8 @@ def check_options(opts: SuiteOptions) -> None:
         return
     if not opts.served:
         raise ValueError(f"--sweep {opts.sweep_model} runs against the served models; it cannot go with --no-served")
-    if opts.sweep_model not in opts.models or get_spec(opts.sweep_model).runtime != "onnx":
-        served = [m for m in opts.models if get_spec(m).runtime == "onnx"]
+    served = served_models(opts.models)
+    if opts.sweep_model not in served:
         raise ValueError(f"--sweep expects one of the models this run serves ({', '.join(served) or 'none'}), "
                          f"got {opts.sweep_model!r}")
     if opts.sweep_write_back is not None:

@@ -59,13 +59,18 @@ def latency_batches(spec: ModelSpec) -> list[int]:
     return sorted({1, spec.serving.max_batch_size})
 
 
+def check_variant_names(spec: ModelSpec, names) -> None:
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"model {spec.name!r}: expected a variant from {', '.join(VARIANTS)}, "
+                         f"got {', '.join(map(repr, unknown))}")
+
+
 def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARIANTS,
                    step: Callable[[str], None] = lambda _: None, rng: np.random.Generator | None = None,
                    agreement_rows: int = 1000, latency_iters: int = 100) -> dict:
     """Build, check and time each variant; write them and choice.json atomically; return the choice."""
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
+    check_variant_names(spec, variants)
     rng = rng if rng is not None else np.random.default_rng()
     load_manifest(root, spec, ignore_under="variants")
     folder = model_dir(root, spec)

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from tritonize.artifacts import ArtifactError, atomic_dir, load_manifest, write_json
-from tritonize.export.optimize import VARIANTS, chosen_variant, variant_path
+from tritonize.export.optimize import check_variant_names, chosen_variant, variant_path
 from tritonize.export.stage import ONNX_FILE, WEIGHTS_FILE
 from tritonize.export.tensorrt import ENGINE_FILE, built_engine, engine_info
 from tritonize.models import get_spec
@@ -34,8 +34,7 @@ def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target:
     if variant is None:
         variant, onnx_path = chosen_variant(artifacts, spec)
     else:
-        if variant not in VARIANTS:
-            raise ValueError(f"model {spec.name!r}: expected a variant from {', '.join(VARIANTS)}, got {variant!r}")
+        check_variant_names(spec, [variant])
         onnx_path = variant_path(artifacts, spec, variant)
         if not onnx_path.is_file():
             raise ArtifactError(f"model {spec.name!r}: no {variant!r} variant at {onnx_path}; "

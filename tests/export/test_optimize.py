@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tritonize.artifacts import load_manifest
-from tritonize.export.optimize import PRECISION, chosen_variant, pick_variant
+from tritonize.export.optimize import PRECISION, chosen_variant, optimize_model, pick_variant
 from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.export.stage import load_module
 from tritonize.models import get_spec, model_names
@@ -65,3 +65,9 @@ def test_pick_is_the_fastest_variant_within_tolerance():
     assert choice["chosen"] == "ort_opt"
     assert "int8" in choice["rejected"] and "parity failed" in choice["rejected"]["int8"]
     assert choice["speedup_vs_fp32"]["ort_opt"] == pytest.approx(np.sqrt(10 / 7.2), rel=1e-3)
+
+
+def test_unknown_variant_names_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="'mlp': expected a variant from fp32, ort_opt, int8, got 'fp16', 'trt'"):
+        optimize_model(get_spec("mlp"), tmp_path, variants=("int8", "fp16", "trt"))
+    assert list(tmp_path.iterdir()) == []
