@@ -98,8 +98,8 @@ def markdown(results: dict) -> str:
                   "falls on all alike. Server compute infer is the server's own count per request (statistics API): the "
                   "model's call from the server to its Python stub and back, so the difference between the two is "
                   "what the model's own path costs inside the server.",
-                  f"split: {results['placement']}; none: the OS schedules the server, its stubs and the load generator. "
-                  "poll idle: idle cores poll instead of entering an idle state they must be woken from, while the "
+                  "; ".join(dict.fromkeys(f"{f['placement']}: {f['where']}" for f in results["floor_by_setup"].values()))
+                  + ". poll idle: idle cores poll instead of entering an idle state they must be woken from, while the "
                   "benchmark holds a PM QoS CPU latency request of 0 us (tritonize/idle.py; `tritonize serve "
                   "--poll-idle` serves that way). Resting idle entries are counted over the whole host."]
     if results.get("scaling"):

@@ -7,8 +7,9 @@
    HTTP sender (bench/lean_http.py: what the server can do when the load generator costs little),
    an open-loop (Poisson) run, and the server's own breakdown per run. With two or more cores the
    server and the load generator share the lower half and the model instances get the upper half
-   (tritonize/placement.py); the MLP's floor is then also measured on a second, unplaced server,
-   alternating, so the report shows what the placement is worth. Where the host allows it, the
+   (tritonize/placement.py); the MLP's floor is then also measured, alternating, on an unplaced
+   server and on one whose stubs alone have the upper half, so the report shows what the placement
+   is worth and what sharing the stub's core with its instance thread costs. Where the host allows it, the
    MLP's floor and the CNN's scaling are measured again with idle cores polling instead of halting
    (tritonize/idle.py), so the report also shows what the host's wake-ups cost. The two targets are
    judged on measurements that take turns in short blocks (the MLP with its do-nothing twin, the CNN's
@@ -55,6 +56,7 @@ SCALING_CLIENTS = {LEAN_HTTP: "lean HTTP load generator", "grpc": "tritonclient 
 SCALING_LEVELS = {"c1": 1, "c8": 8}  # the target: throughput at concurrency 8 over concurrency 1
 SCALING_WINDOW_S = 0.4  # how long one level runs before the other takes its turn
 POLLING = ", idle cores polling"
+STUBS_ALONE = "stubs alone"  # the placement that moves only the stubs (tritonize/placement.py)
 FLOOR_BLOCK = 100  # requests to one model before the other takes its turn: about 40 ms here
 FLOOR_WARMUP = 20
 
@@ -75,7 +77,7 @@ class SuiteOptions:
     sweep_model: str | None = None
     sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
     placement: bool = True  # split the cores between the server (and load generator) and the instances
-    compare_unplaced: bool = True  # also measure the MLP floor on an unplaced server
+    compare_placements: bool = True  # also measure the MLP floor unplaced and with the stubs alone
     compare_poll_idle: bool = True  # also measure the MLP floor with idle cores polling
     compare_idle_scaling: bool = True  # and the CNN's scaling, taking turns with the host's idle policy
     inprocess: bool = True
@@ -86,7 +88,7 @@ class SuiteOptions:
     def quick_defaults(cls, **kw) -> "SuiteOptions":
         """The --quick run's settings; `kw` sets the rest and may override them."""
         return cls(**{**dict(quick=True, grpc_levels=(1, 4, 8), http_levels=(1, 8), lean_levels=(1, 8), duration_s=1.5,
-                             floor_seconds=14.0, scaling_seconds=5.0, compare_unplaced=False,
+                             floor_seconds=14.0, scaling_seconds=5.0, compare_placements=False,
                              compare_idle_scaling=False), **kw})
 
     def levels(self, protocol: str) -> tuple[int, ...]:
@@ -164,7 +166,7 @@ def run_inprocess(opts: SuiteOptions, work: Path) -> tuple[list[dict], dict]:
 @dataclass(frozen=True)
 class ServedSetup:
     """A running server, the cores its load generator runs on, and whether idle cores poll meanwhile."""
-    placement: str  # "split" or "none"
+    placement: str  # "split", "stubs alone" or "none"
     server: TritonServer
     client_cpus: frozenset[int]
     poll_idle: bool = False
@@ -176,6 +178,11 @@ class ServedSetup:
     @property
     def idle(self) -> str:
         return "poll" if self.poll_idle else "default"
+
+    @property
+    def where(self) -> str:
+        placement = self.server.placement
+        return placement.describe() if placement else "the OS schedules the server, its stubs and the load generator"
 
     @contextlib.contextmanager
     def measuring(self):
@@ -238,7 +245,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
         label = setup.label
         ours, floor = (float(np.median(latencies[label, n])) for n in names)
         block_ratios = np.array(block_p50s[label, names[0]]) / np.array(block_p50s[label, names[1]])
-        out[label] = {"model": model, "placement": setup.placement, "idle": setup.idle,
+        out[label] = {"model": model, "placement": setup.placement, "where": setup.where, "idle": setup.idle,
                       "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor,
                       "requests": {n: len(latencies[label, n]) for n in names}, "blocks": len(block_ratios),
                       "block_requests": FLOOR_BLOCK,
@@ -299,16 +306,24 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
 
 def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Callable[[str], None],
                 poll: bool) -> dict:
-    """The MLP's floor ratio on the main server; with `poll`, also there with idle cores polling; when
-    the main server is placed, also on an unplaced server started beside it for the comparison (from
-    this process while it is unpinned, so on every core)."""
+    """The MLP's floor ratio on the main server; with `poll`, also there with idle cores polling. When
+    the main server is placed, also on two servers started beside it for the comparison: an unplaced
+    one (from this process while it is unpinned, so on every core) and one with the stubs alone on
+    the instance cores (with `poll`, measured both ways too)."""
     setups = [main] + ([replace(main, poll_idle=True)] if poll else [])
-    unplaced = main.placement == "split" and opts.compare_unplaced
-    if main.placement == "split" and not opts.compare_unplaced:
-        opts.skipped["the MLP floor on an unplaced server"] = "not requested (a --quick run leaves it to the full suite)"
-    with TritonServer(repo, ["mlp", "mlp" + NOOP_SUFFIX]) if unplaced else contextlib.nullcontext() as plain:
-        if plain is not None:
-            setups.append(ServedSetup("none", plain, available_cpus()))
+    others = main.placement == "split" and opts.compare_placements
+    if main.placement == "split" and not opts.compare_placements:
+        opts.skipped["the MLP floor unplaced and with the stubs alone"] = ("not requested (a --quick run leaves it "
+                                                                            "to the full suite)")
+    with contextlib.ExitStack() as servers:
+        if others:
+            models = ["mlp", "mlp" + NOOP_SUFFIX]
+            plain = servers.enter_context(TritonServer(repo, models))
+            alone = servers.enter_context(TritonServer(repo, models, placement=replace(main.server.placement,
+                                                                                       stubs_alone=True)))
+            alone_setup = ServedSetup(STUBS_ALONE, alone, main.client_cpus)
+            setups += [ServedSetup("none", plain, available_cpus()), alone_setup,
+                       *([replace(alone_setup, poll_idle=True)] if poll else [])]
         progress(f"served: mlp vs its do-nothing twin ({'; '.join(s.label for s in setups)})")
         floors = floor_ratio(setups, "mlp", opts)
     return {"floor": floors[main.label], **({"floor_by_setup": floors} if len(floors) > 1 else {})}

@@ -107,13 +107,16 @@ def cmd_repo(args) -> int:
     return 0
 
 
-def _placement(server_cpus: str | None, instance_cpus: str | None):
+def _placement(server_cpus: str | None, instance_cpus: str | None, stubs_alone: bool):
     from tritonize.placement import Placement
 
     if (server_cpus is None) != (instance_cpus is None):
         raise CliError("--server-cpus and --instance-cpus go together (e.g. --server-cpus 0 --instance-cpus 1), "
                        f"got only {'--server-cpus' if server_cpus else '--instance-cpus'}")
-    return None if server_cpus is None else Placement.parse(server_cpus, instance_cpus)
+    if stubs_alone and server_cpus is None:
+        raise CliError("--stubs-alone places the stubs on --instance-cpus: give --server-cpus and --instance-cpus "
+                       "too (e.g. --server-cpus 0 --instance-cpus 1 --stubs-alone)")
+    return None if server_cpus is None else Placement.parse(server_cpus, instance_cpus, stubs_alone)
 
 
 def cmd_serve(args) -> int:
@@ -126,7 +129,7 @@ def cmd_serve(args) -> int:
 
     server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout,
-                          placement=_placement(args.server_cpus, args.instance_cpus))
+                          placement=_placement(args.server_cpus, args.instance_cpus, args.stubs_alone))
     # Ctrl-C and SIGTERM only set a flag: a KeyboardInterrupt raised inside subprocess's own polling
     # can leave its wait lock taken, and the stop would then hang.
     stop = threading.Event()
@@ -239,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --instance-cpus; run clients there too)")
     p.add_argument("--instance-cpus", metavar="RANGE", help="cores for the model instances of CPU-target configs, "
                    "e.g. 1 or 4-7 (Triton host policy)")
+    p.add_argument("--stubs-alone", action="store_true",
+                   help="with the two above: only the Python-backend stubs on --instance-cpus, their instance threads "
+                        "with the server (each stub keeps its caches, and every request crosses cores)")
     p.add_argument("--poll-idle", action="store_true",
                    help="while serving, keep idle cores polling instead of halting (a PM QoS CPU latency request of "
                         "0 us, released on exit; needs write access to /dev/cpu_dma_latency): cheaper wake-ups per "

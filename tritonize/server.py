@@ -130,7 +130,7 @@ class TritonServer:
     ...     print(server.grpc_url)
 
     `placement` (tritonize.placement) starts the server on its cores and gives the model instances
-    theirs, through Triton's host policies.
+    theirs, through Triton's host policies (or, with `stubs_alone`, by moving the stubs once ready).
     """
 
     def __init__(self, repository: str | os.PathLike, models: list[str] | None = None, *,
@@ -198,6 +198,8 @@ class TritonServer:
                                             env=_server_env(), start_new_session=True, preexec_fn=self._child_setup())
         try:
             self._wait_ready()
+            if self.placement is not None:
+                self.placement.place_stubs(self.process.pid)
         except BaseException:
             self.stop()
             raise

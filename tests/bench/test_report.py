@@ -34,10 +34,12 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         assert 0 < max(r["cores_busy"].values()) <= 1  # the server answered on some core
     assert results["floor"]["ratio"] > 0 and results["targets"][0]["name"].startswith("served mlp")
     polling = poll_idle_unavailable() is None
-    if len(available_cpus()) >= 2:  # the placed server's floor, and the unplaced one measured beside it
+    if len(available_cpus()) >= 2:  # the placed server's floor, and the two measured beside it
         assert results["placement"].startswith("server and clients on CPU")
         floors = results["floor_by_setup"]
-        assert set(floors) == {"split", "none"} | ({"split, poll idle"} if polling else set())
+        polled = {"split, poll idle", "stubs alone, poll idle"} if polling else set()
+        assert set(floors) == {"split", "none", "stubs alone"} | polled
+        assert floors["stubs alone"]["where"].endswith("model stubs alone on CPU " + str(max(available_cpus())))
         assert floors["split"] == results["floor"] and results["floor"]["idle"] == "default"
         for f in floors.values():
             assert f["requests"] == {"mlp": f["blocks"] * FLOOR_BLOCK, "mlp_noop": f["blocks"] * FLOOR_BLOCK}
@@ -66,6 +68,7 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         split = results["floor_by_setup"]["split"]["server"]
         assert "server compute infer us (mlp / do-nothing)" in summary
         assert f"take turns in blocks of {FLOOR_BLOCK} requests" in summary
+        assert f"stubs alone: {results['floor_by_setup']['stubs alone']['where']}" in summary
         assert f"{split['mlp']['server_compute_infer_us']:.1f} / {split['mlp_noop']['server_compute_infer_us']:.1f}" in summary
     assert (folder / "served.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -131,7 +134,7 @@ def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores
 def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_path, quick):
     make = SuiteOptions.quick_defaults if quick else SuiteOptions
     opts = make(models=["cnn"], artifacts=artifacts, results_root=tmp_path, inprocess=False, protocols=("grpc",),
-                grpc_levels=(1,), duration_s=0.2, scaling_seconds=1.0, compare_unplaced=False)
+                grpc_levels=(1,), duration_s=0.2, scaling_seconds=1.0, compare_placements=False)
     results = json.loads((run_suite(opts) / "results.json").read_text())
     main = "split" if len(available_cpus()) >= 2 else "none"
     polled = not quick and poll_idle_unavailable() is None  # a quick run leaves polling to the full suite

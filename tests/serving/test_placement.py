@@ -7,7 +7,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tritonize.models import get_spec
-from tritonize.placement import Placement, available_cpus, parse_cpu_list, pinned
+from tritonize.placement import Placement, available_cpus, child_processes, parse_cpu_list, pinned
 from tritonize.server import TritonServer
 
 two_cores = pytest.mark.skipif(len(available_cpus()) < 2, reason="placement needs two or more cores")
@@ -17,16 +17,11 @@ def _thread_cpus(pid: int) -> set[frozenset[int]]:
     return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        try:
-            stat = open(f"/proc/{entry}/stat").read() if entry.isdigit() else ""
-        except OSError:  # a process that ended meanwhile
-            continue
-        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after the command name
-            kids.append(int(entry))
-    return kids
+def _assert_the_mlp_answers(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    x = grpcclient.InferInput("x", [1, 784], "FP32")
+    x.set_data_from_numpy(get_spec("mlp").example_inputs(1)["x"])
+    assert client.infer("mlp", [x]).as_numpy("logits").shape == (1, 10)
 
 
 @pytest.mark.parametrize("text, cpus", [("0", {0}), ("0-3", {0, 1, 2, 3}), ("0,2,4-5", {0, 2, 4, 5}), (" 1 ", {1})])
@@ -80,16 +75,29 @@ def test_server_threads_and_model_stubs_run_where_the_placement_says(cpu_reposit
     first, last = placement.instance_cpus
     instance_cpus = frozenset(range(first, last + 1))
     with TritonServer(cpu_repository, ["mlp", "cnn"], placement=placement) as server:
-        stubs = _children(server.process.pid)
+        stubs = child_processes(server.process.pid)
         assert len(stubs) == 2, f"expected one Python-backend stub per model, found {stubs}"
         for stub in stubs:  # started from the instance thread, so on the instance cores
             assert _thread_cpus(stub) == {instance_cpus}
         # Every server thread starts on the server cores; Triton moves the instance threads.
         assert _thread_cpus(server.process.pid) == {placement.server_cpus, instance_cpus}
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        x = grpcclient.InferInput("x", [1, 784], "FP32")
-        x.set_data_from_numpy(get_spec("mlp").example_inputs(1)["x"])
-        assert client.infer("mlp", [x]).as_numpy("logits").shape == (1, 10)
+        _assert_the_mlp_answers(server)
+
+
+
+@two_cores
+@pytest.mark.server
+def test_stubs_alone_puts_only_the_stubs_on_the_instance_cores(cpu_repository):
+    placement = Placement.split(stubs_alone=True)
+    instance_cpus = placement.instance_cpu_set
+    with TritonServer(cpu_repository, ["mlp", "cnn"], placement=placement) as server:
+        assert not any(a.startswith("--host-policy") for a in server.command(None))
+        stubs = child_processes(server.process.pid)
+        assert len(stubs) == 2, f"expected one Python-backend stub per model, found {stubs}"
+        for stub in stubs:
+            assert _thread_cpus(stub) == {instance_cpus}
+        assert _thread_cpus(server.process.pid) == {placement.server_cpus}  # instance threads included
+        _assert_the_mlp_answers(server)
 
 
 def test_cli_serve_wants_both_placement_flags(cpu_repository):
@@ -99,17 +107,30 @@ def test_cli_serve_wants_both_placement_flags(cpu_repository):
     assert "--server-cpus and --instance-cpus go together" in proc.stderr and "got only --server-cpus" in proc.stderr
 
 
+def test_cli_serve_wants_the_cpus_with_stubs_alone(cpu_repository):
+    proc = subprocess.run([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
+                           "--stubs-alone"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--stubs-alone places the stubs on --instance-cpus" in proc.stderr, proc.stderr
+
+
 @two_cores
 @pytest.mark.server
-def test_cli_serve_places_the_server_and_says_where(serve_cli):
+@pytest.mark.parametrize("stubs_alone", [False, True])
+def test_cli_serve_places_the_server_and_says_where(serve_cli, stubs_alone):
     import signal
 
     cpus = sorted(available_cpus())
-    with serve_cli("--models", "mlp", "--server-cpus", str(cpus[0]), "--instance-cpus", str(cpus[-1])) as (proc, lines):
+    flags = ["--server-cpus", str(cpus[0]), "--instance-cpus", str(cpus[-1])] + (["--stubs-alone"] if stubs_alone else [])
+    with serve_cli("--models", "mlp", *flags) as (proc, lines):
         text = "".join(lines)
-        assert f"placement: server and clients on CPU {cpus[0]}, model instances on CPU {cpus[-1]}" in text, text
-        (server_pid,) = _children(proc.pid)
-        (stub,) = _children(server_pid)
+        where = (f"server, its instance threads and clients on CPU {cpus[0]}, model stubs alone on CPU {cpus[-1]}"
+                 if stubs_alone else f"server and clients on CPU {cpus[0]}, model instances on CPU {cpus[-1]}")
+        assert f"placement: {where}" in text, text
+        (server_pid,) = child_processes(proc.pid)
+        (stub,) = child_processes(server_pid)
         assert _thread_cpus(stub) == {frozenset({cpus[-1]})}
+        assert _thread_cpus(server_pid) == ({frozenset({cpus[0]})} if stubs_alone
+                                            else {frozenset({cpus[0]}), frozenset({cpus[-1]})})
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
