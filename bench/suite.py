@@ -166,10 +166,15 @@ def run_inprocess(opts: SuiteOptions, work: Path) -> tuple[list[dict], dict]:
 @dataclass(frozen=True)
 class ServedSetup:
     """A running server, the cores its load generator runs on, and whether idle cores poll meanwhile."""
-    placement: str  # "split", "stubs alone" or "none"
     server: TritonServer
     client_cpus: frozenset[int]
     poll_idle: bool = False
+
+    @property
+    def placement(self) -> str:
+        """The placement's name (split, stubs alone or none), from the server's own."""
+        placement = self.server.placement
+        return "none" if placement is None else STUBS_ALONE if placement.stubs_alone else "split"
 
     @property
     def label(self) -> str:
@@ -290,8 +295,7 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
         opts.skipped["the CNN scaling with idle cores polling"] = "not requested (a --quick run leaves it to the full suite)"
     out: dict = {"served": [], "placement": placement.describe() if placement else "none (the OS schedules everything)"}
     with TritonServer(repo, placement=placement) as server:
-        main = ServedSetup("split" if placement else "none", server,
-                           placement.server_cpus if placement else available_cpus())
+        main = ServedSetup(server, placement.server_cpus if placement else available_cpus())
         if "mlp" in served:
             out.update(_mlp_floors(repo, main, opts, progress, poll=poll_reason is None))
         with pinned(main.client_cpus):
@@ -321,8 +325,8 @@ def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Cal
             plain = servers.enter_context(TritonServer(repo, models))
             alone = servers.enter_context(TritonServer(repo, models, placement=replace(main.server.placement,
                                                                                        stubs_alone=True)))
-            alone_setup = ServedSetup(STUBS_ALONE, alone, main.client_cpus)
-            setups += [ServedSetup("none", plain, available_cpus()), alone_setup,
+            alone_setup = ServedSetup(alone, main.client_cpus)
+            setups += [ServedSetup(plain, available_cpus()), alone_setup,
                        *([replace(alone_setup, poll_idle=True)] if poll else [])]
         progress(f"served: mlp vs its do-nothing twin ({'; '.join(s.label for s in setups)})")
         floors = floor_ratio(setups, "mlp", opts)

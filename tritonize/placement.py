@@ -58,8 +58,7 @@ class Placement:
 
     def __post_init__(self) -> None:
         have = available_cpus()
-        first, last = self.instance_cpus
-        wanted = {"server": set(self.server_cpus), "instance": set(range(first, last + 1))}
+        wanted = {"server": set(self.server_cpus), "instance": set(self.instance_cpu_set)}
         for what, cpus in wanted.items():
             if not cpus or not cpus <= have:
                 raise ValueError(f"{what} CPUs must be a non-empty subset of the CPUs this process may use "

@@ -72,8 +72,7 @@ def test_pinned_moves_every_thread_and_puts_them_back():
 @pytest.mark.server
 def test_server_threads_and_model_stubs_run_where_the_placement_says(cpu_repository):
     placement = Placement.split()
-    first, last = placement.instance_cpus
-    instance_cpus = frozenset(range(first, last + 1))
+    instance_cpus = placement.instance_cpu_set
     with TritonServer(cpu_repository, ["mlp", "cnn"], placement=placement) as server:
         stubs = child_processes(server.process.pid)
         assert len(stubs) == 2, f"expected one Python-backend stub per model, found {stubs}"
