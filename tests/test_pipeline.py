@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from tritonize.artifacts import load_manifest
+from tritonize.export.optimize import VARIANTS, optimize_model
 from tritonize.export.stage import export_model
 from tritonize.models import get_spec
 from tritonize.pipeline import RunOptions, ensure_artifacts, run_main_job
@@ -43,3 +44,14 @@ def test_a_current_export_is_only_optimized_and_a_missing_one_built(tmp_path):
     assert (tmp_path / "mlp" / "model.onnx").stat().st_mtime_ns == exported
     assert load_manifest(tmp_path, spec)["optimize"]["chosen"]
     assert ensure_artifacts(spec, tmp_path / "fresh", force=False, step=lambda _: None) == "built"
+
+
+def test_artifacts_optimized_before_a_variant_existed_are_optimized_again(artifacts, tmp_path):
+    shutil.copytree(artifacts / "mlp", tmp_path / "mlp")
+    spec = get_spec("mlp")
+    optimize_model(spec, tmp_path, variants=("fp32", "int8"))  # as an older `optimize` left them
+    assert set(load_manifest(tmp_path, spec)["optimize"]["variants"]) == {"fp32", "int8"}
+    done = ensure_artifacts(spec, tmp_path, force=False, step=lambda _: None)
+    assert done == "optimized again (the export was current; no ort_opt, int8_static variant)"
+    assert set(load_manifest(tmp_path, spec)["optimize"]["variants"]) == set(VARIANTS)
+    assert ensure_artifacts(spec, tmp_path, force=False, step=lambda _: None) == "reused"

@@ -64,18 +64,18 @@ def cmd_optimize(args) -> int:
 
         require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
     choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(s, args.out, tuple(args.variants), step))
-    table = Table("model", "variant", "parity", "max |err|", "top-1 / min cos", "p50 batch 1 (ms)", "p50 max batch (ms)",
-                  "speed-up", title="CPU variants (ONNX Runtime, in-process)")
+    table = Table("model", "variant", "pick", "parity", "max |err|", "top-1 / cos", "p50 b=1 ms", "p50 b=max ms",
+                  "vs fp32", title="CPU variants (ONNX Runtime, in-process)")
     for spec, choice in zip(specs, choices):
         for name, r in choice["variants"].items():
             if not r.get("built"):
-                table.add_row(spec.name, name, "[red]build failed", r["error"][:60], "", "", "", "")
+                table.add_row(spec.name, name, "", "[red]build failed", r["error"][:60], "", "", "", "")
                 continue
             lat = list(r["latency"].values())
-            mark = " [bold green]<- chosen" if name == choice["chosen"] else ""
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
                     else f"{r['min_cosine']:.5f}" if r.get("min_cosine") is not None else "")
-            table.add_row(spec.name, name + mark, "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.2e}",
+            table.add_row(spec.name, name, "[bold green]<-" if name == choice["chosen"] else "",
+                          "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.2e}",
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
                           f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
     out.print(table)

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from tritonize.artifacts import ArtifactError, check_replaceable, load_manifest, model_dir
-from tritonize.export.optimize import optimize_model
+from tritonize.export.optimize import VARIANTS, optimize_model
 from tritonize.export.parity import ParityError
 from tritonize.export.runtime import ort_session, run_ort
 from tritonize.export.runtime import run_torch
@@ -46,10 +46,14 @@ def ensure_artifacts(spec, root: Path, force: bool, step: Callable[[str], None])
         except ArtifactError as e:
             done = "built" if not model_dir(root, spec).exists() else f"rebuilt: {e.problem}"
         else:
-            if "optimize" in manifest:
+            if "optimize" not in manifest:
+                optimize_model(spec, root, step=step)
+                return "optimized (the export was current)"
+            missing = [v for v in VARIANTS if v not in manifest["optimize"]["variants"]]
+            if not missing:
                 return "reused"
-            optimize_model(spec, root, step=step)
-            return "optimized (the export was current)"
+            optimize_model(spec, root, step=step)  # made before a variant was added to `optimize`
+            return f"optimized again (the export was current; no {', '.join(missing)} variant)"
     export_model(spec, root, step=step)
     optimize_model(spec, root, step=step)
     return done

@@ -106,7 +106,7 @@ def test_variant_overrides_serve_the_named_variant_and_bad_ones_are_refused(arti
         build_repository([get_spec("mlp")], artifacts, out, variants={"cnn": "fp32"})
     with pytest.raises(ValueError, match="'cnn_fused': a variant can only be chosen for ONNX models on the cpu target"):
         build_repository([get_spec("cnn_fused")], artifacts, out, variants={"cnn_fused": "fp32"})
-    with pytest.raises(ValueError, match="'mlp': expected a variant from fp32, ort_opt, int8, got 'fp16'"):
+    with pytest.raises(ValueError, match="'mlp': expected a variant from fp32, ort_opt, int8, int8_static, got 'fp16'"):
         build_repository([get_spec("mlp")], artifacts, out, variants={"mlp": "fp16"})
     missing = tmp_path / "missing_variant"
     shutil.copytree(artifacts / "mlp", missing / "mlp")
