@@ -9,6 +9,7 @@ from typing import Callable
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich import box
 from rich.table import Table
 
 from tritonize.artifacts import DEFAULT_ROOT
@@ -64,18 +65,22 @@ def cmd_optimize(args) -> int:
 
         require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
     choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(s, args.out, tuple(args.variants), step))
-    table = Table("model", "variant", "pick", "parity", "max |err|", "top-1 / cos", "p50 b=1 ms", "p50 b=max ms",
-                  "vs fp32", title="CPU variants (ONNX Runtime, in-process)")
+    table = Table(title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True,
+                  caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
+                          "b=1, b=max: p50 ms at batch 1 and the max batch; * the pick")
+    for header in ("model", "variant", "parity", "err", "top1/cos", "b=1", "b=max", "vs fp32"):
+        table.add_column(header, no_wrap=True)
     for spec, choice in zip(specs, choices):
         for name, r in choice["variants"].items():
             if not r.get("built"):
-                table.add_row(spec.name, name, "", "[red]build failed", r["error"][:60], "", "", "", "")
+                table.add_row(spec.name, name, "[red]build failed", r["error"][:60], "", "", "", "")
                 continue
             lat = list(r["latency"].values())
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
-                    else f"{r['min_cosine']:.5f}" if r.get("min_cosine") is not None else "")
-            table.add_row(spec.name, name, "[bold green]<-" if name == choice["chosen"] else "",
-                          "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.2e}",
+                    else f"{r['min_cosine']:.4f}" if r.get("min_cosine") is not None else "")
+            table.add_row(spec.name, name + (" [bold green]*" if name == choice["chosen"] else ""),
+                          "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.1e}",
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
                           f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
     out.print(table)
