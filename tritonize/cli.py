@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from rich import box
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich import box
 from rich.table import Table
 
 from tritonize.artifacts import DEFAULT_ROOT

@@ -46,14 +46,13 @@ def ensure_artifacts(spec, root: Path, force: bool, step: Callable[[str], None])
         except ArtifactError as e:
             done = "built" if not model_dir(root, spec).exists() else f"rebuilt: {e.problem}"
         else:
-            if "optimize" not in manifest:
-                optimize_model(spec, root, step=step)
-                return "optimized (the export was current)"
-            missing = [v for v in VARIANTS if v not in manifest["optimize"]["variants"]]
+            optimized = manifest.get("optimize", {}).get("variants", {})
+            missing = [v for v in VARIANTS if v not in optimized]  # all of them, or the ones added since
             if not missing:
                 return "reused"
-            optimize_model(spec, root, step=step)  # made before a variant was added to `optimize`
-            return f"optimized again (the export was current; no {', '.join(missing)} variant)"
+            optimize_model(spec, root, step=step)
+            return ("optimized (the export was current)" if not optimized
+                    else f"optimized again (the export was current; no {', '.join(missing)} variant)")
     export_model(spec, root, step=step)
     optimize_model(spec, root, step=step)
     return done
