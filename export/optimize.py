@@ -14,7 +14,9 @@ records the pick and why.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -25,6 +27,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from tritonize.artifacts import atomic_dir, load_manifest, model_dir, update_manifest, write_json
+from tritonize.export.calibration import Calibration
 from tritonize.export.parity import agreement_cases, check_parity
 from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.export.stage import ONNX_FILE, load_module
@@ -34,19 +37,30 @@ from tritonize.timing import measure_latency
 VARIANTS = ("fp32", "ort_opt", "int8", "int8_static")
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
 CHOICE_FILE = "choice.json"
-CALIBRATION_BATCHES = 8
-CALIBRATION_ROWS = 8
 
 
-def _build_fp32(src: Path, dst: Path, spec: ModelSpec, rng: np.random.Generator) -> None:
+def _build_fp32(src: Path, dst: Path, calibration: Calibration) -> None:
     shutil.copyfile(src, dst)
 
 
-def _build_ort_opt(src: Path, dst: Path, spec: ModelSpec, rng: np.random.Generator) -> None:
+def _build_ort_opt(src: Path, dst: Path, calibration: Calibration) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.optimized_model_filepath = str(dst)
     ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+
+
+@contextmanager
+def _scratch_working_dir():
+    """ORT's quantization tools may write scratch files into the working directory (a failed shape
+    inference saves its model and external data there): they go to a temporary folder instead."""
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="tritonize-optimize-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(before)
 
 
 @contextmanager
@@ -60,37 +74,33 @@ def _quiet_root_logger():
         root_logger.setLevel(level)
 
 
-def _build_int8(src: Path, dst: Path, spec: ModelSpec, rng: np.random.Generator) -> None:
+def _build_int8(src: Path, dst: Path, calibration: Calibration) -> None:
     with _quiet_root_logger():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
-class _ExampleInputs(CalibrationDataReader):
-    """Calibration batches from the spec's example inputs, over its sequence lengths where it has them."""
-
-    def __init__(self, spec: ModelSpec, rng: np.random.Generator):
-        seqs = spec.seq_lens if spec.has_seq else (None,)
-        self._batches = iter([spec.example_inputs(CALIBRATION_ROWS, seqs[i % len(seqs)], rng)
-                              for i in range(CALIBRATION_BATCHES)])
+class _CalibrationReader(CalibrationDataReader):
+    def __init__(self, calibration: Calibration):
+        self._batches = iter(calibration.batches)
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
 
 
-def _build_int8_static(src: Path, dst: Path, spec: ModelSpec, rng: np.random.Generator) -> None:
+def _build_int8_static(src: Path, dst: Path, calibration: Calibration) -> None:
     prepared = dst.with_name("prepared.onnx")
     with _quiet_root_logger():
         # ONNX shape inference only: ORT's symbolic pass cannot follow the exporter's dynamic reshapes.
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         # reduce_range keeps weights to 7 bits, so the u8 x s8 products cannot saturate on x86 CPUs
         # without VNNI (where the variant may be served); measured as fast as 8 bits on a VNNI CPU.
-        quantize_static(str(prepared), str(dst), _ExampleInputs(spec, rng), quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepared), str(dst), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True, reduce_range=True)
     prepared.unlink()
 
 
-BUILDERS: dict[str, Callable[[Path, Path, ModelSpec, np.random.Generator], None]] = {
+BUILDERS: dict[str, Callable[[Path, Path, Calibration], None]] = {
     "fp32": _build_fp32, "ort_opt": _build_ort_opt, "int8": _build_int8, "int8_static": _build_int8_static}
 
 
@@ -107,15 +117,19 @@ def check_variant_names(spec: ModelSpec, names) -> None:
 
 def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARIANTS,
                    step: Callable[[str], None] = lambda _: None, rng: np.random.Generator | None = None,
-                   agreement_rows: int = 1000, latency_iters: int = 100) -> dict:
-    """Build, check and time each variant; write them and choice.json atomically; return the choice."""
+                   agreement_rows: int = 1000, latency_iters: int = 100, calibration: Calibration | None = None) -> dict:
+    """Build, check and time each variant; write them and choice.json atomically; return the choice.
+
+    `calibration`: the rows static INT8 is calibrated on (default: the spec's example inputs)."""
     check_variant_names(spec, variants)
     rng = rng if rng is not None else np.random.default_rng()
     load_manifest(root, spec, ignore_under="variants")
-    folder = model_dir(root, spec)
+    folder = model_dir(root, spec).resolve()  # the builders run in a scratch working directory
     module = load_module(spec, folder)
     # Every variant is checked on the same inputs, so PyTorch runs once per case, not once per variant.
     seed = int(rng.integers(2**63))
+    # Calibration draws its own inputs: parity is judged on rows it never saw.
+    calibration = calibration or Calibration.from_examples(spec, np.random.default_rng([seed, 1]))
     reference_outputs: dict[int, dict] = {}
 
     def reference(x: dict) -> dict:
@@ -131,8 +145,8 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
             out.parent.mkdir()
             step(f"{name}: building")
             try:
-                # Calibration draws its own inputs: parity is judged on rows it never saw.
-                BUILDERS[name](folder / ONNX_FILE, out, spec, np.random.default_rng([seed, 1]))
+                with _scratch_working_dir():
+                    BUILDERS[name](folder / ONNX_FILE, out, calibration)
             except Exception as e:  # noqa: BLE001 - a variant that cannot be built is reported, never skipped silently
                 results[name] = {"built": False, "error": f"{type(e).__name__}: {e}"}
                 shutil.rmtree(out.parent)
@@ -153,6 +167,8 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
                              "tolerance": report.tolerance, "latency": latency,
                              "size_bytes": out.stat().st_size}
         choice = pick_variant(results)
+        if "int8_static" in results:
+            choice["calibration"] = calibration.source
         write_json(tmp / CHOICE_FILE, choice)
         files = [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()]
     update_manifest(root, spec, [f"variants/{f}" for f in files], replace_under="variants", optimize=choice)
@@ -165,6 +181,16 @@ def _score(result: dict) -> float:
     return float(np.exp(np.mean(np.log(values))))
 
 
+def _parity_failure(result: dict) -> str:
+    tol = result.get("tolerance", {})
+    measures = [f"max abs err {result['max_abs_err']:.3g}"]
+    if result.get("top1_agreement") is not None:
+        measures.append(f"top-1 agreement {result['top1_agreement']:.3f}, needs {tol.get('min_top1')}")
+    if result.get("min_cosine") is not None:
+        measures.append(f"min cosine {result['min_cosine']:.3f}, needs {tol.get('min_cosine')}")
+    return f"parity failed ({'; '.join(measures)})"
+
+
 def pick_variant(results: dict[str, dict]) -> dict:
     passing = {n: r for n, r in results.items() if r.get("built") and r["parity_ok"]}
     if not passing:
@@ -173,8 +199,7 @@ def pick_variant(results: dict[str, dict]) -> dict:
     baseline = _score(results["fp32"]) if results.get("fp32", {}).get("built") else None
     best = min(passing, key=lambda n: _score(passing[n]))
     speedups = {n: round(baseline / _score(r), 3) for n, r in passing.items()} if baseline else {}
-    rejected = {n: (r.get("error") or f"parity failed (max abs err {r['max_abs_err']:.3g}, top-1 {r['top1_agreement']})")
-                for n, r in results.items() if n not in passing}
+    rejected = {n: r.get("error") or _parity_failure(r) for n, r in results.items() if n not in passing}
     why = (f"{best} is the fastest variant within tolerance "
            f"({speedups.get(best, 1.0)}x the FP32 export, geometric mean of p50 over the measured batch sizes)")
     return {"chosen": best, "why": why, "speedup_vs_fp32": speedups, "rejected": rejected, "variants": results}

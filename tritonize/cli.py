@@ -9,6 +9,7 @@ from typing import Callable
 from rich import box
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -56,15 +57,44 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _calibrations(specs, path: Path | None, variants: list[str]) -> dict:
+    """Each model's calibration rows from `--calibration` (a model's .npz, or a folder of <model>.npz),
+    all checked before any work; models without a file are calibrated on example inputs."""
+    if path is None:
+        return {}
+    from tritonize.export.calibration import Calibration
+
+    if "int8_static" not in variants:
+        raise CliError(f"--calibration sets the int8_static variant's activation ranges, but --variants leaves it "
+                       f"out (got {' '.join(variants)})")
+    if not path.is_dir():
+        if len(specs) != 1:
+            raise CliError(f"--calibration {path}: one .npz calibrates one model; name that model "
+                           f"(tritonize optimize MODEL --calibration {path}) or pass a folder of <model>.npz files")
+        return {specs[0].name: Calibration.from_file(specs[0], path)}
+    names = {s.name for s in specs}
+    files = sorted(path.glob("*.npz"))
+    if not any(f.stem in names for f in files):
+        raise CliError(f"--calibration {path}: expected files named {', '.join(f'{n}.npz' for n in sorted(names))}, "
+                       f"found {', '.join(f.name for f in files) or 'no .npz file'}")
+    for f in files:
+        if f.stem not in names:
+            console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {f.stem!r} among those optimized",
+                          highlight=False, soft_wrap=True)
+    return {s.name: Calibration.from_file(s, path / f"{s.name}.npz") for s in specs if (path / f"{s.name}.npz").is_file()}
+
+
 def cmd_optimize(args) -> int:
     from tritonize.export.optimize import optimize_model
 
     specs = _specs(args.models)
+    calibrations = _calibrations(specs, args.calibration, args.variants)
     if args.tensorrt:
         from tritonize.export.tensorrt import build_engine, require_tensorrt
 
         require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
-    choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(s, args.out, tuple(args.variants), step))
+    choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(
+        s, args.out, tuple(args.variants), step, calibration=calibrations.get(s.name)))
     table = Table(title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
                   collapse_padding=True,
                   caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
@@ -74,7 +104,7 @@ def cmd_optimize(args) -> int:
     for spec, choice in zip(specs, choices):
         for name, r in choice["variants"].items():
             if not r.get("built"):
-                table.add_row(spec.name, name, "[red]build failed", r["error"][:60], "", "", "", "")
+                table.add_row(spec.name, name, "[red]build failed", escape(r["error"][:60]), "", "", "", "")
                 continue
             lat = list(r["latency"].values())
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
@@ -84,6 +114,12 @@ def cmd_optimize(args) -> int:
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
                           f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
     out.print(table)
+    for spec, choice in zip(specs, choices):
+        if "calibration" in choice:
+            source = choice["calibration"]
+            seqs = f", sequence lengths {', '.join(map(str, source['seq_lens']))}" if source["seq_lens"] else ""
+            out.print(f"{spec.name}: int8_static calibrated on {escape(source['data'])} ({source['rows']} rows{seqs})",
+                      highlight=False, soft_wrap=True)
     if args.tensorrt:
         engines = for_each_model(specs, "TensorRT", lambda s, step: build_engine(s, args.out, args.trt_precision, step))
         table = Table("model", "precision", "TensorRT", "GPU", "max |err| vs ORT", title="TensorRT engines")
@@ -219,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_models(sub.add_parser("optimize", help="ORT-optimized and INT8 CPU variants, checked, timed, one picked"))
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--calibration", type=Path, metavar="PATH",
+                   help="representative rows for int8_static's activation ranges: an .npz of the model's inputs "
+                        "(np.savez, arrays named like the inputs), or a folder of <model>.npz "
+                        "(default: the spec's random example inputs)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
     p.add_argument("--trt-precision", choices=["fp32", "fp16", "bf16"], default="fp16", help="engine precision (default: %(default)s)")
     p.set_defaults(func=cmd_optimize)
@@ -303,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UnknownModelError, ArtifactError, ExportError, ParityError, ServerError, TensorRTUnavailable, CliError,
             PollIdleUnavailable, ValueError, InferenceServerException, OSError) as e:
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)  # text, not markup
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted")

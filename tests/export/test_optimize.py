@@ -87,12 +87,3 @@ def test_the_int8_variants_quantize_the_way_they_are_named(artifacts):
     assert {"QuantizeLinear", "DequantizeLinear"} <= static and "DynamicQuantizeLinear" not in static
     assert "Conv" in static  # QDQ: the float op between its Q/DQ pairs, fused by ORT when the session loads
 
-
-def test_calibration_covers_every_sequence_length():
-    from tritonize.export.optimize import CALIBRATION_BATCHES, CALIBRATION_ROWS, _ExampleInputs
-
-    spec = get_spec("transformer")
-    reader = _ExampleInputs(spec, np.random.default_rng())
-    batches = list(iter(reader.get_next, None))
-    assert len(batches) == CALIBRATION_BATCHES
-    assert {b["input_ids"].shape for b in batches} == {(CALIBRATION_ROWS, s) for s in spec.seq_lens}

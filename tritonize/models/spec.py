@@ -179,6 +179,54 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: sequence length must be in [1, {self.max_seq_len}], got {seq}")
         return seq
 
+    def describe_inputs(self) -> str:
+        return ", ".join(f"{t.name} {t.dtype} [{','.join(map(str, t.shape))}]" for t in self.inputs)
+
+    def check_inputs(self, arrays: Mapping[str, np.ndarray], source: str) -> tuple[int, int | None]:
+        """Raise ValueError unless `arrays` is one batch of this model's inputs; return (rows, seq).
+
+        Names, dtypes, ranks and fixed axes must match exactly; every input has the same rows, every
+        sequence axis the same length within [1, max_seq_len]; dense floats are finite, token ids lie in
+        [0, vocab_size) and masks hold only 0 and 1. `source` names where the arrays came from, for the message.
+        """
+        def fail(problem: str) -> ValueError:
+            return ValueError(f"{source}: model {self.name!r} expects {self.describe_inputs()}; {problem}")
+
+        missing = [n for n in self.input_names if n not in arrays]
+        extra = [n for n in arrays if n not in self.input_names]
+        if missing or extra:
+            raise fail(f"got arrays {', '.join(map(repr, arrays)) or 'none'} "
+                       f"({'missing ' + ', '.join(missing) if missing else ''}"
+                       f"{'; ' if missing and extra else ''}{'unexpected ' + ', '.join(extra) if extra else ''})")
+        rows, seq = None, None
+        for t in self.inputs:
+            x = arrays[t.name]
+            if x.dtype != np.dtype(t.dtype):
+                raise fail(f"got {t.name} of dtype {x.dtype} (convert it with .astype(np.{t.dtype}))")
+            if x.ndim != len(t.shape):
+                raise fail(f"got {t.name} with {x.ndim} dims, shape {list(x.shape)}")
+            for axis, (want, got) in enumerate(zip(t.shape, x.shape)):
+                if isinstance(want, int) and got != want:
+                    raise fail(f"got {t.name} with axis {axis} of {got}, shape {list(x.shape)}")
+            rows = x.shape[0] if rows is None else rows
+            if x.shape[0] != rows or x.shape[0] == 0:
+                raise fail(f"got {t.name} with {x.shape[0]} rows where the inputs before it have {rows}"
+                           if x.shape[0] != rows else f"got {t.name} with no rows")
+            if SEQ in t.shape:
+                got = x.shape[t.shape.index(SEQ)]
+                if seq is not None and got != seq:
+                    raise fail(f"got {t.name} with sequence length {got} where the inputs before it have {seq}")
+                seq = got
+                if not 1 <= seq <= self.max_seq_len:
+                    raise fail(f"got {t.name} with sequence length {seq}, outside [1, {self.max_seq_len}]")
+            if t.kind == "token_ids" and (x.min() < 0 or x.max() >= t.vocab_size):
+                raise fail(f"got {t.name} with token ids in [{x.min()}, {x.max()}], outside [0, {t.vocab_size})")
+            if t.kind == "dense" and x.dtype.kind == "f" and not np.isfinite(x).all():
+                raise fail(f"got {t.name} with {int((~np.isfinite(x)).sum())} values that are NaN or infinite")
+            if t.kind == "mask" and not np.isin(x, (0, 1)).all():
+                raise fail(f"got {t.name} with values other than 0 and 1")
+        return rows, seq
+
     def example_inputs(self, batch: int, seq: int | None = None, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         """A valid random request: one array per input, batch rows, `seq` tokens/steps where dynamic."""
         rng = rng if rng is not None else np.random.default_rng()
