@@ -11,7 +11,8 @@
    server and on one whose stubs alone have the upper half, so the report shows what the placement
    is worth and what sharing the stub's core with its instance thread costs. Where the host allows it, the
    MLP's floor and the CNN's scaling are measured again with idle cores polling instead of halting
-   (tritonize/idle.py), so the report also shows what the host's wake-ups cost. The two targets are
+   (tritonize/idle.py), so the report also shows what the host's wake-ups cost; those come last, after
+   every measurement with the host's own idle policy, since polling's effect outlasts it. The two targets are
    judged on measurements that take turns in short blocks (the MLP with its do-nothing twin, the CNN's
    concurrency 1 with its concurrency 8), never on runs made seconds apart.
 3. Optionally a dynamic-batching sweep (Model Analyzer style) for one model.
@@ -228,6 +229,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
     block_p50s = {k: [] for k in senders}
     resting = dict.fromkeys(senders, 0)
     server = {k: zero_statistics() for k in senders}
+    span = [time.time()]
     for _ in _turns(opts.floor_seconds):
         for setup in setups:
             with setup.measuring():
@@ -245,6 +247,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
                     last_stats[stats_key] = now
                     latencies[key] += block
                     block_p50s[key].append(float(np.median(block)))
+    span.append(time.time())
     out = {}
     for setup in setups:
         label = setup.label
@@ -253,7 +256,7 @@ def floor_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions) -> di
         out[label] = {"model": model, "placement": setup.placement, "where": setup.where, "idle": setup.idle,
                       "p50_ms": ours, "noop_p50_ms": floor, "ratio": ours / floor,
                       "requests": {n: len(latencies[label, n]) for n in names}, "blocks": len(block_ratios),
-                      "block_requests": FLOOR_BLOCK,
+                      "block_requests": FLOOR_BLOCK, "measured_s": span,
                       "block_ratio_quartiles": quartiles(block_ratios),
                       "resting_idle_entries_per_request": {n: resting[label, n] / len(latencies[label, n])
                                                            for n in names},
@@ -294,43 +297,52 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
     elif not opts.compare_idle_scaling:
         opts.skipped["the CNN scaling with idle cores polling"] = "not requested (a --quick run leaves it to the full suite)"
     out: dict = {"served": [], "placement": placement.describe() if placement else "none (the OS schedules everything)"}
+    polling = poll_reason is None
     with TritonServer(repo, placement=placement) as server:
         main = ServedSetup(server, placement.server_cpus if placement else available_cpus())
-        if "mlp" in served:
-            out.update(_mlp_floors(repo, main, opts, progress, poll=poll_reason is None))
+        # Everything with the host's own idle policy first, then with idle cores polling: after a spell
+        # of polling this host wakes its cores faster for a while, so windows measured between or after
+        # polled ones read too fast (the CNN at concurrency 1 ran 22% faster taking turns with polled
+        # windows than alone, while concurrency 8, bound by the cores, did not change).
+        floors = _mlp_floors(repo, main, opts, progress, poll_idle=False) if "mlp" in served else {}
         with pinned(main.client_cpus):
             _served_rows(server, repo, served, opts, progress, out)
         if SCALING_MODEL in served:
-            polled = [replace(main, poll_idle=True)] if poll_reason is None and opts.compare_idle_scaling else []
-            out["scaling"] = scaling_ratio([main, *polled], SCALING_MODEL, opts, progress)
+            out["scaling"] = scaling_ratio([main], SCALING_MODEL, opts, progress)
+        if polling and "mlp" in served:
+            floors.update(_mlp_floors(repo, main, opts, progress, poll_idle=True))
+        if polling and SCALING_MODEL in served and opts.compare_idle_scaling:
+            out["scaling"] += scaling_ratio([replace(main, poll_idle=True)], SCALING_MODEL, opts, progress)
+    if floors:
+        out["floor"] = floors[main.label]
+        if len(floors) > 1:
+            out["floor_by_setup"] = floors
     if opts.sweep_model is None:
         opts.skipped["dynamic-batching sweep"] = "not requested (`tritonize bench --sweep MODEL`)"
     return out
 
 
 def _mlp_floors(repo: Path, main: ServedSetup, opts: SuiteOptions, progress: Callable[[str], None],
-                poll: bool) -> dict:
-    """The MLP's floor ratio on the main server; with `poll`, also there with idle cores polling. When
-    the main server is placed, also on two servers started beside it for the comparison: an unplaced
-    one (from this process while it is unpinned, so on every core) and one with the stubs alone on
-    the instance cores (with `poll`, measured both ways too)."""
-    setups = [main] + ([replace(main, poll_idle=True)] if poll else [])
+                poll_idle: bool) -> dict[str, dict]:
+    """The MLP's floor ratio on the main server, with the host's own idle policy or with idle cores
+    polling. When the main server is placed, also on servers started beside it for the comparison:
+    one with the stubs alone on the instance cores and, with the host's own idle policy, an unplaced
+    one (from this process while it is unpinned, so on every core)."""
+    setups = [replace(main, poll_idle=poll_idle)]
     others = main.placement == "split" and opts.compare_placements
-    if main.placement == "split" and not opts.compare_placements:
+    if main.placement == "split" and not opts.compare_placements and not poll_idle:
         opts.skipped["the MLP floor unplaced and with the stubs alone"] = ("not requested (a --quick run leaves it "
                                                                             "to the full suite)")
     with contextlib.ExitStack() as servers:
         if others:
             models = ["mlp", "mlp" + NOOP_SUFFIX]
-            plain = servers.enter_context(TritonServer(repo, models))
+            if not poll_idle:
+                setups.append(ServedSetup(servers.enter_context(TritonServer(repo, models)), available_cpus()))
             alone = servers.enter_context(TritonServer(repo, models, placement=replace(main.server.placement,
                                                                                        stubs_alone=True)))
-            alone_setup = ServedSetup(alone, main.client_cpus)
-            setups += [ServedSetup(plain, available_cpus()), alone_setup,
-                       *([replace(alone_setup, poll_idle=True)] if poll else [])]
+            setups.append(ServedSetup(alone, main.client_cpus, poll_idle))
         progress(f"served: mlp vs its do-nothing twin ({'; '.join(s.label for s in setups)})")
-        floors = floor_ratio(setups, "mlp", opts)
-    return {"floor": floors[main.label], **({"floor_by_setup": floors} if len(floors) > 1 else {})}
+        return floor_ratio(setups, "mlp", opts)
 
 
 def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
@@ -345,6 +357,7 @@ def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
     windows: dict[tuple, list[dict]] = {(s.label, p, name): [] for s, p in pairs for name in SCALING_LEVELS}
     progress(f"served: {model} concurrency 1 and 8 taking turns "
              f"({'; '.join(f'{p}, {s.label}' for s, p in pairs)})")
+    span = [time.time()]
     for _ in _turns(opts.scaling_seconds):
         for setup, protocol in pairs:
             with setup.measuring():
@@ -352,13 +365,15 @@ def scaling_ratio(setups: list[ServedSetup], model: str, opts: SuiteOptions,
                     windows[setup.label, protocol, name].append(run_load(
                         setup.server.grpc_url, endpoint(setup.server, protocol), protocol, model, spec, level=level,
                         duration_s=SCALING_WINDOW_S))
+    span.append(time.time())
     rows = []
     for setup, protocol in pairs:
         c1, c8 = (windows[setup.label, protocol, name] for name in SCALING_LEVELS)
         turn_ratios = [_ratio(high["infer_per_s"], low["infer_per_s"]) for low, high in zip(c1, c8)]
         levels = {name: _pooled(windows[setup.label, protocol, name]) for name in SCALING_LEVELS}
         rows.append({"model": model, "setup": setup.label, "idle": setup.idle,
-                     "protocol": protocol, "turns": len(c1), "window_s": SCALING_WINDOW_S, "levels": levels,
+                     "protocol": protocol, "turns": len(c1), "window_s": SCALING_WINDOW_S, "measured_s": span,
+                     "levels": levels,
                      "ratio": _ratio(levels["c8"]["infer_per_s"], levels["c1"]["infer_per_s"]),
                      "turn_ratio_quartiles": quartiles(turn_ratios)})
     return rows

@@ -52,6 +52,10 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
                 assert f["server"][name]["server_compute_infer_us"] > 0
         if polling:  # measured with no core halting: the host-wide count of halts stayed at zero
             assert floors["split, poll idle"]["resting_idle_entries_per_request"] == {"mlp": 0, "mlp_noop": 0}
+            # ... and after everything measured with the host's own idle policy, which polling would speed up
+            default = [r for r in [*floors.values(), *results.get("scaling", [])] if r["idle"] == "default"]
+            polled = [r for r in [*floors.values(), *results.get("scaling", [])] if r["idle"] == "poll"]
+            assert max(r["measured_s"][1] for r in default) <= min(r["measured_s"][0] for r in polled)
             assert [t["name"] for t in results["targets"]].count(
                 "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling") == 1
     if not polling:
@@ -140,7 +144,9 @@ def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_
     polled = not quick and poll_idle_unavailable() is None  # a quick run leaves polling to the full suite
     setups = [main] + ([f"{main}, poll idle"] if polled else [])
     rows = results["scaling"]
-    assert [(r["protocol"], r["setup"]) for r in rows] == [(p, s) for p in ("http-lean", "grpc") for s in setups]
+    # each setup's load generators take turns; the polled setup comes after, since polling's effect outlasts it
+    assert [(r["protocol"], r["setup"]) for r in rows] == [(p, s) for s in setups for p in ("http-lean", "grpc")]
+    assert all(a["measured_s"][1] <= b["measured_s"][0] for a, b in zip(rows, rows[1:]) if a["setup"] != b["setup"])
     for r in rows:
         c1, c8 = r["levels"]["c1"], r["levels"]["c8"]
         assert r["turns"] >= 1 and c1["errors"] == c8["errors"] == 0 and c1["requests"] > 0 and c8["requests"] > 0
