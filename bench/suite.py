@@ -485,14 +485,15 @@ def check_results_root(root: Path) -> None:
 
 
 def run_suite(opts: SuiteOptions, progress: Callable[[str], None] = lambda _: None) -> Path:
-    """Run everything asked for and write `<results_root>/<host>-<date>/`; returns that folder."""
+    """Run everything asked for and write `<results_root>/<host>-<date>[-quick]/`; returns that folder."""
     check_options(opts)
     check_results_root(opts.results_root)
     now = dt.datetime.now(dt.timezone.utc)
     results = {"date": now.date().isoformat(), "started": now.isoformat(timespec="seconds"),
                "machine": machine_info(), "versions": tool_versions(), "git_commit": git_commit(),
                "quick": opts.quick, "models": opts.models}
-    folder = opts.results_root / f"{results['machine']['host']}-{results['date']}"
+    # A quick run (the main job's) never replaces a full report of the same day.
+    folder = opts.results_root / f"{results['machine']['host']}-{results['date']}{'-quick' if opts.quick else ''}"
     check_replaceable(folder, RESULTS_FILE)
     with tempfile.TemporaryDirectory(prefix="tritonize-bench-") as tmp:
         work = Path(tmp)

@@ -16,6 +16,7 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
     opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True,
                         grpc_levels=(1, 2), http_levels=(1,), lean_levels=(1,), duration_s=0.3, floor_seconds=1.0)
     folder = run_suite(opts)
+    assert folder.parent == tmp_path and folder.name.endswith("-quick")  # beside the day's full report, never over it
     names = {p.name for p in folder.iterdir()}
     assert names == {"results.json", "summary.md", "served_perf_analyzer.csv", "served.png", "inprocess.png"}
     results = json.loads((folder / "results.json").read_text())
@@ -158,7 +159,9 @@ def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_
         assert q25 <= median <= q75
     judged = [t["name"] for t in results["targets"] if t["name"].startswith("cnn throughput")]
     assert len(judged) == len(rows) and sum(name.endswith(", idle cores polling") for name in judged) == polled * 2
-    summary = (next(tmp_path.iterdir()) / "summary.md").read_text()
+    folder, = tmp_path.iterdir()
+    assert folder.name.endswith("-quick") == quick
+    summary = (folder / "summary.md").read_text()
     assert "## Scaling with dynamic batching (served cnn, concurrency 1 and 8 taking turns)" in summary
     assert f"| {setups[-1]} | grpc | {rows[-1]['turns']} |" in summary
 
