@@ -73,15 +73,15 @@ def _calibrations(specs, path: Path | None, variants: list[str]) -> dict:
                            f"(tritonize optimize MODEL --calibration {path}) or pass a folder of <model>.npz files")
         return {specs[0].name: Calibration.from_file(specs[0], path)}
     names = {s.name for s in specs}
-    files = sorted(path.glob("*.npz"))
-    if not any(f.stem in names for f in files):
+    files = {f.stem: f for f in sorted(path.glob("*.npz"))}
+    if not names & files.keys():
         raise CliError(f"--calibration {path}: expected files named {', '.join(f'{n}.npz' for n in sorted(names))}, "
-                       f"found {', '.join(f.name for f in files) or 'no .npz file'}")
-    for f in files:
-        if f.stem not in names:
-            console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {f.stem!r} among those optimized",
+                       f"found {', '.join(f.name for f in files.values()) or 'no .npz file'}")
+    for stem, f in files.items():
+        if stem not in names:
+            console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {stem!r} among those optimized",
                           highlight=False, soft_wrap=True)
-    return {s.name: Calibration.from_file(s, path / f"{s.name}.npz") for s in specs if (path / f"{s.name}.npz").is_file()}
+    return {s.name: Calibration.from_file(s, files[s.name]) for s in specs if s.name in files}
 
 
 def cmd_optimize(args) -> int:

@@ -209,9 +209,10 @@ class ModelSpec:
                 if isinstance(want, int) and got != want:
                     raise fail(f"got {t.name} with axis {axis} of {got}, shape {list(x.shape)}")
             rows = x.shape[0] if rows is None else rows
-            if x.shape[0] != rows or x.shape[0] == 0:
-                raise fail(f"got {t.name} with {x.shape[0]} rows where the inputs before it have {rows}"
-                           if x.shape[0] != rows else f"got {t.name} with no rows")
+            if x.shape[0] != rows:
+                raise fail(f"got {t.name} with {x.shape[0]} rows where the inputs before it have {rows}")
+            if rows == 0:
+                raise fail(f"got {t.name} with no rows")
             if SEQ in t.shape:
                 got = x.shape[t.shape.index(SEQ)]
                 if seq is not None and got != seq:
