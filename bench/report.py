@@ -137,6 +137,8 @@ def markdown(results: dict) -> str:
               f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput_rps']:.0f}", f"{r['infer_per_s']:.0f}",
               f"{r['server_queue_us']:.0f}", f"{r['server_compute_infer_us']:.0f}", f"{r['mean_batch']:.2f}",
               _cores(r["cores_busy"])] for r in served])]
+    if results.get("perf_analyzer"):
+        parts += _perf_analyzer_section(results["perf_analyzer"], served)
     if results.get("sweep"):
         s = results["sweep"]
         parts += [f"## Dynamic-batching sweep: {s['model']} (p99 budget {s['p99_budget_ms']} ms, concurrency {s['concurrency']}, "
@@ -153,6 +155,23 @@ def markdown(results: dict) -> str:
         parts += ["## Not run, and why", "\n".join(f"- {why} ({len(whats)}: {', '.join(whats)})"
                                                     for why, whats in by_reason.items())]
     return "\n\n".join(parts) + "\n"
+
+
+def _perf_analyzer_section(theirs: list[dict], served: list[dict]) -> list[str]:
+    """perf_analyzer's rows beside ours for the same model, protocol and concurrency (closed loop)."""
+    ours = {(r["model"], r["protocol"], r["level"]): r for r in served if r["mode"] == "closed"}
+
+    def both(key: str, row: dict, fmt: str) -> str:
+        mine = ours.get((row["model"], row["protocol"], int(row["level"]))) or {}
+        return " / ".join("-" if r.get(key) is None else format(r[key], fmt) for r in (mine, row))
+
+    return ["## perf_analyzer beside ours (closed loop, same server, same request tensors)", _table(
+        ["model", "protocol", "concurrency", "p50 ms (ours / perf_analyzer)", "p99 ms (ours / perf_analyzer)",
+         "infer/s (ours / perf_analyzer)", "server queue us (ours / perf_analyzer)",
+         "server infer us (ours / perf_analyzer)"],
+        [[r["model"], r["protocol"], int(r["level"]), both("p50_ms", r, ".3f"), both("p99_ms", r, ".3f"),
+          both("infer_per_s", r, ".0f"), both("server_queue_us", r, ".0f"), both("server_compute_infer_us", r, ".0f")]
+         for r in theirs if r["mode"] == "closed"])]
 
 
 def plots(results: dict, folder: Path) -> list[str]:

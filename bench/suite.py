@@ -16,7 +16,9 @@
    judged on measurements that take turns in short blocks (the MLP with its do-nothing twin, the CNN's
    concurrency 1 with its concurrency 8), never on runs made seconds apart.
 3. Optionally a dynamic-batching sweep (Model Analyzer style) for one model.
-4. The targets, as ratios measured side by side in this run, and the report files.
+4. Where a perf_analyzer binary is found, perf_analyzer on the same models and concurrency levels over
+   gRPC (bench/perf_analyzer.py), beside our rows; where none is, the report says so and how to get it.
+5. The targets, as ratios measured side by side in this run, and the report files.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import numpy as np
 import pytest
 
 from tritonize.artifacts import atomic_dir, check_replaceable, tool_versions
+from tritonize.bench import perf_analyzer
 from tritonize.bench.report import RESULTS_FILE, write_report
 from tritonize.bench.served import (LEAN_HTTP, add_statistics, endpoint, model_statistics, run_load, sender_factory,
                                     server_breakdown, settled_statistics, zero_statistics)
@@ -77,6 +80,7 @@ class SuiteOptions:
     scaling_seconds: float = 30.0  # for the CNN's scaling ratio, over its load generators and setups
     sweep_model: str | None = None
     sweep_write_back: Path | None = None  # a repository whose config gets the sweep's best settings
+    perf_analyzer: Path | None = None  # the binary to run beside ours (default: the one on PATH, if any)
     placement: bool = True  # split the cores between the server (and load generator) and the instances
     compare_placements: bool = True  # also measure the MLP floor unplaced and with the stubs alone
     compare_poll_idle: bool = True  # also measure the MLP floor with idle cores polling
@@ -307,6 +311,7 @@ def run_served(opts: SuiteOptions, work: Path, progress: Callable[[str], None]) 
         floors = _mlp_floors(repo, main, opts, progress, poll_idle=False) if "mlp" in served else {}
         with pinned(main.client_cpus):
             _served_rows(server, repo, served, opts, progress, out)
+            _perf_analyzer_rows(server, served, opts, work, progress, out)
         if SCALING_MODEL in served:
             out["scaling"] = scaling_ratio([main], SCALING_MODEL, opts, progress)
         if polling and "mlp" in served:
@@ -422,6 +427,25 @@ def _served_rows(server: TritonServer, repo: Path, served: list[str], opts: Suit
             out["sweep"]["written_to"] = str(write_back(opts.sweep_write_back, opts.sweep_model, out["sweep"]["best"]))
 
 
+def _perf_analyzer_rows(server: TritonServer, served: list[str], opts: SuiteOptions, work: Path,
+                        progress: Callable[[str], None], out: dict) -> None:
+    """perf_analyzer on the tensor models at our gRPC levels, into `out["perf_analyzer"]`; where there
+    is no binary, or a run fails, the report's skipped list says so (the rest of the run is kept)."""
+    binary = perf_analyzer.find_binary(opts.perf_analyzer)
+    if binary is None:
+        opts.skipped["perf_analyzer beside our load generator"] = (f"no {perf_analyzer.BINARY} on PATH; "
+                                                                   f"{perf_analyzer.INSTALL_HINT}")
+        return
+    out["perf_analyzer"] = []
+    for model in (m for m in served if get_spec(m).text is None):
+        progress(f"served: {model} with perf_analyzer, concurrency {', '.join(map(str, opts.grpc_levels))}")
+        try:
+            out["perf_analyzer"] += perf_analyzer.run_levels(binary, server.grpc_url, "grpc", get_spec(model),
+                                                             opts.grpc_levels, opts.duration_s, work / "perf_analyzer")
+        except perf_analyzer.PerfAnalyzerFailed as e:
+            opts.skipped[f"perf_analyzer on {model}"] = f"failed: {e}"
+
+
 def _floor_targets(floor: dict | None, condition: str) -> list[dict]:
     if not floor:
         return []
@@ -461,6 +485,8 @@ def check_options(opts: SuiteOptions) -> None:
         get_spec(m)
     if not opts.duration_s > 0:
         raise ValueError(f"--duration expects seconds per load run > 0, got {opts.duration_s}")
+    if opts.perf_analyzer is not None:
+        perf_analyzer.find_binary(opts.perf_analyzer)
     if opts.sweep_write_back is not None and opts.sweep_model is None:
         raise ValueError("--write-back REPO writes the sweep's best config, so it needs --sweep MODEL too")
     if opts.sweep_model is None:

@@ -205,7 +205,8 @@ def cmd_bench(args) -> int:
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=models, artifacts=args.artifacts, results_root=args.results, sweep_model=args.sweep,
                 sweep_write_back=args.write_back, inprocess=not args.no_inprocess, served=not args.no_served,
-                placement=not args.no_placement, compare_poll_idle=not args.no_poll_idle)
+                placement=not args.no_placement, compare_poll_idle=not args.no_poll_idle,
+                perf_analyzer=args.perf_analyzer)
     if args.duration is not None:
         opts.duration_s = args.duration
     with console.status("benchmarking") as status:
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", metavar="MODEL", help="also run a dynamic-batching sweep for MODEL")
     p.add_argument("--write-back", type=Path, metavar="REPO", help="write the sweep's best config into REPO")
     p.add_argument("--duration", type=float, help="seconds per load run")
+    p.add_argument("--perf-analyzer", type=Path, metavar="PATH",
+                   help="the perf_analyzer binary to run beside our load generator (default: the one on PATH; "
+                        "without one the report says it was not run)")
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     p.add_argument("--no-served", action="store_true", help="skip the served rows")
     p.add_argument("--no-placement", action="store_true",

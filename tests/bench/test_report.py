@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -63,6 +64,9 @@ def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
         assert results["skipped"]["the MLP floor and the CNN scaling with idle cores polling"] == poll_idle_unavailable()
     assert results["machine"]["cpuidle"]["driver"]
     assert "torch.compile" in " ".join(results["skipped"].values())
+    if shutil.which("perf_analyzer") is None:  # said, not silently left out
+        assert results["skipped"]["perf_analyzer beside our load generator"].startswith("no perf_analyzer on PATH")
+        assert "perf_analyzer" not in results
     with open(folder / "served_perf_analyzer.csv") as f:
         rows = list(csv.DictReader(f))
     assert set(PERF_ANALYZER_COLUMNS) <= set(rows[0]) and len(rows) == 4

@@ -36,6 +36,8 @@ def test_consistent_options_pass(tmp_path):
     (dict(models=["cnn_fused"], sweep_model="cnn_fused"), "serves (none), got 'cnn_fused'"),
     (dict(sweep_model="cnn", served=False), "cannot go with --no-served"),
     (dict(duration_s=0.0), "seconds per load run > 0, got 0.0"),
+    (dict(perf_analyzer=Path("/no/such/perf_analyzer")), "--perf-analyzer expects an executable perf_analyzer "
+                                                         "binary, got '/no/such/perf_analyzer' (no such file)"),
 ])
 def test_inconsistent_options_are_refused(kw, message):
     with pytest.raises(ValueError) as e:
@@ -79,6 +81,10 @@ def test_the_command_line_fails_at_once_with_the_reason(tmp_path, capsys):
     err = capsys.readouterr()
     assert f"{tmp_path}/mlp/config.pbtxt does not exist" in err.out + err.err
     assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
+    assert main(["bench", "mlp", "--perf-analyzer", str(tmp_path / "pa"), "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr()
+    assert f"--perf-analyzer expects an executable perf_analyzer binary, got '{tmp_path}/pa'" in err.out + err.err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):

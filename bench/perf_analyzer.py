@@ -1,0 +1,129 @@
+"""perf_analyzer beside our load generator: NVIDIA's own client run on the same served model, with
+the same request tensors, so the report shows two measurements of one server side by side.
+
+It runs where a `perf_analyzer` binary is found (on PATH, or named with `tritonize bench
+--perf-analyzer PATH`). On this project's CPU machines there is none: the `perf-analyzer` wheel needs
+glibc 2.38, so the suite says in its report that the comparison was not made, and how to get the
+binary (NVIDIA's SDK container ships it).
+
+Each concurrency level is one perf_analyzer run in time windows: three windows, so its stability
+check (the last three windows within `STABILITY_PERCENT` of each other) decides nothing and the run
+is bounded by the same duration as ours; its CSV (`-f`) gives the client percentiles and the
+server's breakdown.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from tritonize.models.spec import ModelSpec
+
+BINARY = "perf_analyzer"
+INSTALL_HINT = ("get perf_analyzer from NVIDIA's SDK container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk) or "
+                "`pip install perf-analyzer` on a system with glibc 2.38 or newer, then put it on PATH or pass "
+                "`tritonize bench --perf-analyzer PATH`")
+WINDOWS = 3  # the fewest its stability check looks at
+STABILITY_PERCENT = 1000  # any three windows pass: the run is bounded by time, not by how steady the host is
+LEVEL_COLUMNS = ("Concurrency", "Request Rate")  # the first column: closed loop or fixed rate
+REQUIRED_COLUMNS = ("Inferences/Second", "p50 latency", "p90 latency", "p95 latency", "p99 latency")
+SERVER_COLUMNS = {"Server Queue": "server_queue_us", "Server Compute Input": "server_compute_input_us",
+                  "Server Compute Infer": "server_compute_infer_us", "Server Compute Output": "server_compute_output_us"}
+
+
+class PerfAnalyzerFailed(RuntimeError):
+    pass
+
+
+def find_binary(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The binary named, else the one on PATH, else None. A named one that is not an executable
+    file is an error, not a silent fall back to PATH."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ValueError(f"--perf-analyzer expects an executable perf_analyzer binary, got {str(path)!r} "
+                             f"({'not executable' if path.is_file() else 'no such file'})")
+        return path
+    found = shutil.which(BINARY)
+    return Path(found) if found else None
+
+
+def input_data(spec: ModelSpec, batch: int = 1, seq: int | None = None,
+               rng: np.random.Generator | None = None) -> dict:
+    """perf_analyzer's JSON input data for `spec`: one entry per row of a valid random request (the
+    same kind our senders send), each tensor without its batch axis, its shape given so that dynamic
+    axes need no --shape."""
+    inputs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
+    return {"data": [{name: {"content": array[row].ravel().tolist(), "shape": list(array[row].shape)}
+                      for name, array in inputs.items()} for row in range(batch)]}
+
+
+def command(binary: Path, model: str, url: str, protocol: str, level: int, data_file: Path, csv_file: Path,
+            duration_s: float, batch: int = 1) -> list[str]:
+    """One closed-loop run at `level` requests in flight, bounded by about `duration_s`."""
+    if protocol not in ("grpc", "http"):
+        raise ValueError(f"perf_analyzer speaks grpc or http, got {protocol!r}")
+    if level < 1:
+        raise ValueError(f"concurrency must be 1 or more, got {level}")
+    window_ms = max(int(duration_s * 1000 / WINDOWS), 100)
+    return [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch),
+            "--concurrency-range", f"{level}:{level}", "--input-data", str(data_file),
+            "--measurement-mode", "time_windows", "--measurement-interval", str(window_ms),
+            "--max-trials", str(WINDOWS), "--stability-percentage", str(STABILITY_PERCENT), "-f", str(csv_file)]
+
+
+def parse_csv(text: str) -> list[dict]:
+    """Rows of a perf_analyzer `-f` CSV, by column name (versions add columns), in order of level:
+    latencies in ms as in our rows, the server's breakdown in us."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    level_column = next((c for c in LEVEL_COLUMNS if c in header), None)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if level_column is None or missing:
+        raise ValueError(f"a perf_analyzer CSV has the columns {' or '.join(LEVEL_COLUMNS)}, "
+                         f"{', '.join(REQUIRED_COLUMNS)}; this one lacks "
+                         f"{', '.join(([] if level_column else [' / '.join(LEVEL_COLUMNS)]) + missing)} "
+                         f"(its header: {','.join(header) or 'none'})")
+    rows = []
+    for line in reader:
+        row = {"mode": "closed" if level_column == "Concurrency" else "open", "level": float(line[level_column]),
+               "infer_per_s": float(line["Inferences/Second"]),
+               **{f"p{p}_ms": float(line[f"p{p} latency"]) / 1e3 for p in (50, 90, 95, 99)}}
+        row.update({key: float(line[column]) for column, key in SERVER_COLUMNS.items() if line.get(column)})
+        rows.append(row)
+    if not rows:
+        raise ValueError("the perf_analyzer CSV has a header and no measurement")
+    return sorted(rows, key=lambda r: r["level"])
+
+
+def run_levels(binary: Path, url: str, protocol: str, spec: ModelSpec, levels: tuple[int, ...], duration_s: float,
+               work: Path, model: str | None = None) -> list[dict]:
+    """perf_analyzer on the served `model` (default: the spec's) at each concurrency level, one run
+    each; a run that fails raises PerfAnalyzerFailed with its command and the end of its output."""
+    model = model or spec.name
+    work.mkdir(parents=True, exist_ok=True)
+    data_file = work / f"{model}_input_data.json"
+    data_file.write_text(json.dumps(input_data(spec)))
+    rows = []
+    for level in levels:
+        csv_file = work / f"{model}_{protocol}_c{level}.csv"
+        cmd = command(binary, model, url, protocol, level, data_file, csv_file, duration_s)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s * 4 + 60)
+        except subprocess.TimeoutExpired:
+            raise PerfAnalyzerFailed(f"perf_analyzer did not finish within {duration_s * 4 + 60:.0f} s: "
+                                     f"{' '.join(cmd)}") from None
+        if done.returncode != 0 or not csv_file.is_file():
+            tail = (done.stderr or done.stdout).strip()[-800:] or "no output"
+            raise PerfAnalyzerFailed(f"perf_analyzer exited with {done.returncode} on {model} at concurrency {level}"
+                                     f"{'' if done.returncode else ' without writing its CSV'}: {tail}\n"
+                                     f"command: {' '.join(cmd)}")
+        for row in parse_csv(csv_file.read_text()):
+            rows.append({"model": model, "protocol": protocol, "client": BINARY, **row})
+    return rows
