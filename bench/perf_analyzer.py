@@ -31,10 +31,15 @@ INSTALL_HINT = ("get perf_analyzer from NVIDIA's SDK container (nvcr.io/nvidia/t
                 "`tritonize bench --perf-analyzer PATH`")
 WINDOWS = 3  # the fewest its stability check looks at
 STABILITY_PERCENT = 1000  # any three windows pass: the run is bounded by time, not by how steady the host is
-LEVEL_COLUMNS = ("Concurrency", "Request Rate")  # the first column: closed loop or fixed rate
-REQUIRED_COLUMNS = ("Inferences/Second", "p50 latency", "p90 latency", "p95 latency", "p99 latency")
+# perf_analyzer's CSV layout (`-f`, times in us), read here and written by the report for our own rows:
+# its column names, and the keys of our rows that hold the same measure (latencies in ms there).
+LATENCY_COLUMNS = {f"p{p} latency": f"p{p}_ms" for p in (50, 90, 95, 99)}
 SERVER_COLUMNS = {"Server Queue": "server_queue_us", "Server Compute Input": "server_compute_input_us",
                   "Server Compute Infer": "server_compute_infer_us", "Server Compute Output": "server_compute_output_us"}
+COLUMNS = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv", *SERVER_COLUMNS,
+           "Client Recv", *LATENCY_COLUMNS, "Avg latency"]
+LEVEL_COLUMNS = ("Concurrency", "Request Rate")  # the first column: closed loop or fixed rate
+REQUIRED_COLUMNS = ("Inferences/Second", *LATENCY_COLUMNS)
 
 
 class PerfAnalyzerFailed(RuntimeError):
@@ -65,14 +70,14 @@ def input_data(spec: ModelSpec, batch: int = 1, seq: int | None = None,
 
 
 def command(binary: Path, model: str, url: str, protocol: str, level: int, data_file: Path, csv_file: Path,
-            duration_s: float, batch: int = 1) -> list[str]:
-    """One closed-loop run at `level` requests in flight, bounded by about `duration_s`."""
+            duration_s: float) -> list[str]:
+    """One closed-loop run of batch-1 requests at `level` in flight, bounded by about `duration_s`."""
     if protocol not in ("grpc", "http"):
         raise ValueError(f"perf_analyzer speaks grpc or http, got {protocol!r}")
     if level < 1:
         raise ValueError(f"concurrency must be 1 or more, got {level}")
     window_ms = max(int(duration_s * 1000 / WINDOWS), 100)
-    return [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch),
+    return [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", f"{level}:{level}", "--input-data", str(data_file),
             "--measurement-mode", "time_windows", "--measurement-interval", str(window_ms),
             "--max-trials", str(WINDOWS), "--stability-percentage", str(STABILITY_PERCENT), "-f", str(csv_file)]
@@ -84,17 +89,16 @@ def parse_csv(text: str) -> list[dict]:
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     level_column = next((c for c in LEVEL_COLUMNS if c in header), None)
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if level_column is None or missing:
+    lacking = ([] if level_column else [" / ".join(LEVEL_COLUMNS)]) + [c for c in REQUIRED_COLUMNS if c not in header]
+    if lacking:
         raise ValueError(f"a perf_analyzer CSV has the columns {' or '.join(LEVEL_COLUMNS)}, "
-                         f"{', '.join(REQUIRED_COLUMNS)}; this one lacks "
-                         f"{', '.join(([] if level_column else [' / '.join(LEVEL_COLUMNS)]) + missing)} "
+                         f"{', '.join(REQUIRED_COLUMNS)}; this one lacks {', '.join(lacking)} "
                          f"(its header: {','.join(header) or 'none'})")
     rows = []
     for line in reader:
         row = {"mode": "closed" if level_column == "Concurrency" else "open", "level": float(line[level_column]),
                "infer_per_s": float(line["Inferences/Second"]),
-               **{f"p{p}_ms": float(line[f"p{p} latency"]) / 1e3 for p in (50, 90, 95, 99)}}
+               **{key: float(line[column]) / 1e3 for column, key in LATENCY_COLUMNS.items()}}
         row.update({key: float(line[column]) for column, key in SERVER_COLUMNS.items() if line.get(column)})
         rows.append(row)
     if not rows:
@@ -103,10 +107,10 @@ def parse_csv(text: str) -> list[dict]:
 
 
 def run_levels(binary: Path, url: str, protocol: str, spec: ModelSpec, levels: tuple[int, ...], duration_s: float,
-               work: Path, model: str | None = None) -> list[dict]:
-    """perf_analyzer on the served `model` (default: the spec's) at each concurrency level, one run
-    each; a run that fails raises PerfAnalyzerFailed with its command and the end of its output."""
-    model = model or spec.name
+               work: Path) -> list[dict]:
+    """perf_analyzer on the served model of `spec` at each concurrency level, one run each; a run that
+    fails raises PerfAnalyzerFailed with its command and the end of its output."""
+    model = spec.name
     work.mkdir(parents=True, exist_ok=True)
     data_file = work / f"{model}_input_data.json"
     data_file.write_text(json.dumps(input_data(spec)))

@@ -12,13 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tritonize.artifacts import write_json  # noqa: E402
+from tritonize.bench.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS  # noqa: E402
+from tritonize.bench.perf_analyzer import LATENCY_COLUMNS, SERVER_COLUMNS  # noqa: E402
 
-# perf_analyzer's CSV columns (microseconds). The client's send/receive split is not visible through
-# tritonclient, so those two columns stay empty rather than guessed.
 RESULTS_FILE = "results.json"  # in every report folder: what marks it as one
-PERF_ANALYZER_COLUMNS = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv",
-                         "Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output",
-                         "Client Recv", "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency"]
 
 
 def _us(ms: float) -> str:
@@ -26,20 +23,19 @@ def _us(ms: float) -> str:
 
 
 def perf_analyzer_rows(served: list[dict]) -> list[dict]:
+    """Our closed-loop rows in perf_analyzer's CSV layout. The client's send/receive split is not
+    visible through tritonclient, so those two columns stay empty rather than guessed."""
     rows = []
     for r in served:
         if r["mode"] != "closed":
             continue
-        server_us = sum(r[f"server_{s}_us"] for s in ("queue", "compute_input", "compute_infer", "compute_output"))
+        server_us = sum(r[key] for key in SERVER_COLUMNS.values())
         rows.append({
             "Model": r["model"], "Protocol": r["protocol"], "Batch": r["batch"],
             "Concurrency": int(r["level"]), "Inferences/Second": f"{r['infer_per_s']:.1f}", "Client Send": "",
             "Network+Server Send/Recv": _us(r["mean_ms"] - server_us / 1e3),
-            "Server Queue": f"{r['server_queue_us']:.0f}", "Server Compute Input": f"{r['server_compute_input_us']:.0f}",
-            "Server Compute Infer": f"{r['server_compute_infer_us']:.0f}",
-            "Server Compute Output": f"{r['server_compute_output_us']:.0f}", "Client Recv": "",
-            "p50 latency": _us(r["p50_ms"]), "p90 latency": _us(r["p90_ms"]), "p95 latency": _us(r["p95_ms"]),
-            "p99 latency": _us(r["p99_ms"]), "Avg latency": _us(r["mean_ms"]),
+            **{column: f"{r[key]:.0f}" for column, key in SERVER_COLUMNS.items()}, "Client Recv": "",
+            **{column: _us(r[key]) for column, key in LATENCY_COLUMNS.items()}, "Avg latency": _us(r["mean_ms"]),
         })
     return rows
 

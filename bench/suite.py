@@ -437,13 +437,15 @@ def _perf_analyzer_rows(server: TritonServer, served: list[str], opts: SuiteOpti
                                                                    f"{perf_analyzer.INSTALL_HINT}")
         return
     out["perf_analyzer"] = []
-    for model in (m for m in served if get_spec(m).text is None):
-        progress(f"served: {model} with perf_analyzer, concurrency {', '.join(map(str, opts.grpc_levels))}")
+    for spec in (get_spec(m) for m in served):
+        if spec.text is not None:  # served to our clients as text only (served_text), so nothing to set beside
+            continue
+        progress(f"served: {spec.name} with perf_analyzer, concurrency {', '.join(map(str, opts.grpc_levels))}")
         try:
-            out["perf_analyzer"] += perf_analyzer.run_levels(binary, server.grpc_url, "grpc", get_spec(model),
-                                                             opts.grpc_levels, opts.duration_s, work / "perf_analyzer")
+            out["perf_analyzer"] += perf_analyzer.run_levels(binary, server.grpc_url, "grpc", spec, opts.grpc_levels,
+                                                             opts.duration_s, work / "perf_analyzer")
         except perf_analyzer.PerfAnalyzerFailed as e:
-            opts.skipped[f"perf_analyzer on {model}"] = f"failed: {e}"
+            opts.skipped[f"perf_analyzer on {spec.name}"] = f"failed: {e}"
 
 
 def _floor_targets(floor: dict | None, condition: str) -> list[dict]:
