@@ -1,10 +1,13 @@
 """Correctness and timing of the Triton kernels on an NVIDIA GPU, in one run.
 
-Made for a borrowed GPU machine (torch + triton only, no tritonize install): it imports `kernels/`
-straight from the checkout. Usage, from the repository root:
+Made for a borrowed GPU machine: it needs only torch and triton, and imports the kernels as
+`tritonize.kernels` like every other module. Usage, where tritonize is installed:
 
-    python bench/gpu_kernels.py --out bench/results/gpu-<date> [--quick]
-    python bench/gpu_kernels.py --out /tmp/smoke --smoke     # no GPU: tiny shapes in Triton's interpreter
+    python -m tritonize.bench.gpu_kernels --out docs/results/gpu-<date> [--quick]
+    python -m tritonize.bench.gpu_kernels --out /tmp/smoke --smoke  # no GPU: tiny shapes in the interpreter
+
+On a GPU machine with torch and triton but nothing of tritonize's other dependencies, install the
+checkout without them first: `pip install --no-deps --no-build-isolation -e .` (docs/gpu.md).
 
 It writes `kernels.json` (device, versions, date, every row) and `kernels.md` (the tables). Every row
 is checked against a float64 (conv) or fp32 SDPA (attention) reference with a tolerance per dtype and
@@ -29,9 +32,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # Max |error| allowed per dtype (outputs are O(1)); the kernel tests use the same bounds.
@@ -92,7 +92,7 @@ def _verdict(row: dict) -> dict:
 
 
 def conv_rows(mode: Mode) -> list[dict]:
-    from kernels.conv_relu_pool import conv2d_relu_maxpool2d
+    from tritonize.kernels.conv_relu_pool import conv2d_relu_maxpool2d
 
     rows = []
     for name, n, cin, cout, hw, k in mode.conv_shapes:
@@ -132,7 +132,7 @@ def _sdpa_ms(mode: Mode, q, k, v, causal: bool, backend) -> float | None:
 def attention_rows(mode: Mode) -> list[dict]:
     from torch.nn.attention import SDPBackend
 
-    from kernels.flash_attention import flash_attention
+    from tritonize.kernels.flash_attention import flash_attention
 
     backends = (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
                 ("efficient", SDPBackend.EFFICIENT_ATTENTION))

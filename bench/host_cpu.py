@@ -4,7 +4,7 @@ On a small machine the server, its model instances and the load generator share 
 throughput number means little without knowing which core ran out first: a run whose instance core
 is 97% busy is bound by the model's own work, one with idle cores left is bound by latency. Model
 Analyzer reports CPU use beside throughput for the same reason. The counts are host-wide, like the
-idle-state counts in tritonize/idle.py.
+idle-state counts in serving/idle.py.
 """
 from __future__ import annotations
 

@@ -11,11 +11,10 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tritonize.artifacts import write_json  # noqa: E402
+from tritonize.artifacts import RESULTS_FILE, write_json  # noqa: E402
 from tritonize.bench.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS  # noqa: E402
 from tritonize.bench.perf_analyzer import LATENCY_COLUMNS, SERVER_COLUMNS  # noqa: E402
 
-RESULTS_FILE = "results.json"  # in every report folder: what marks it as one
 
 
 def _us(ms: float) -> str:
@@ -96,7 +95,7 @@ def markdown(results: dict) -> str:
                   "what the model's own path costs inside the server.",
                   "; ".join(dict.fromkeys(f"{f['placement']}: {f['where']}" for f in results["floor_by_setup"].values()))
                   + ". poll idle: idle cores poll instead of entering an idle state they must be woken from, while the "
-                  "benchmark holds a PM QoS CPU latency request of 0 us (tritonize/idle.py; `tritonize serve "
+                  "benchmark holds a PM QoS CPU latency request of 0 us (serving/idle.py; `tritonize serve "
                   "--poll-idle` serves that way). Resting idle entries are counted over the whole host."]
     if results.get("scaling"):
         model = results["scaling"][0]["model"]

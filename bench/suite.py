@@ -7,11 +7,11 @@
    HTTP sender (bench/lean_http.py: what the server can do when the load generator costs little),
    an open-loop (Poisson) run, and the server's own breakdown per run. With two or more cores the
    server and the load generator share the lower half and the model instances get the upper half
-   (tritonize/placement.py); the MLP's floor is then also measured, alternating, on an unplaced
+   (serving/placement.py); the MLP's floor is then also measured, alternating, on an unplaced
    server and on one whose stubs alone have the upper half, so the report shows what the placement
    is worth and what sharing the stub's core with its instance thread costs. Where the host allows it, the
    MLP's floor and the CNN's scaling are measured again with idle cores polling instead of halting
-   (tritonize/idle.py), so the report also shows what the host's wake-ups cost; those come last, after
+   (serving/idle.py), so the report also shows what the host's wake-ups cost; those come last, after
    every measurement with the host's own idle policy, since polling's effect outlasts it. The two targets are
    judged on measurements that take turns in short blocks (the MLP with its do-nothing twin, the CNN's
    concurrency 1 with its concurrency 8), never on runs made seconds apart.
@@ -39,19 +39,19 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from tritonize.artifacts import atomic_dir, check_replaceable, tool_versions
+from tritonize.artifacts import DEFAULT_RESULTS, RESULTS_FILE, atomic_dir, check_replaceable, tool_versions
 from tritonize.bench import perf_analyzer
-from tritonize.bench.report import RESULTS_FILE, write_report
+from tritonize.bench.report import write_report
 from tritonize.bench.served import (LEAN_HTTP, add_statistics, endpoint, model_statistics, run_load, sender_factory,
                                     server_breakdown, settled_statistics, zero_statistics)
 from tritonize.bench.sweep import batching_sweep, write_back, write_back_target
-from tritonize.idle import describe as describe_idle
-from tritonize.idle import poll_idle, poll_idle_unavailable, resting_entries
+from tritonize.serving.idle import describe as describe_idle
+from tritonize.serving.idle import poll_idle, poll_idle_unavailable, resting_entries
 from tritonize.models import get_spec
-from tritonize.placement import Placement, available_cpus, pinned
-from tritonize.repository.config import TEXT_SUFFIX
-from tritonize.repository.writer import NOOP_SUFFIX, build_repository
-from tritonize.server import TritonServer
+from tritonize.serving.placement import Placement, available_cpus, pinned
+from tritonize.model_repository.config import TEXT_SUFFIX
+from tritonize.model_repository.writer import NOOP_SUFFIX, build_repository
+from tritonize.serving.server import TritonServer
 from tritonize.timing import quartiles
 
 HERE = Path(__file__).parent
@@ -60,7 +60,7 @@ SCALING_CLIENTS = {LEAN_HTTP: "lean HTTP load generator", "grpc": "tritonclient 
 SCALING_LEVELS = {"c1": 1, "c8": 8}  # the target: throughput at concurrency 8 over concurrency 1
 SCALING_WINDOW_S = 0.4  # how long one level runs before the other takes its turn
 POLLING = ", idle cores polling"
-STUBS_ALONE = "stubs alone"  # the placement that moves only the stubs (tritonize/placement.py)
+STUBS_ALONE = "stubs alone"  # the placement that moves only the stubs (serving/placement.py)
 FLOOR_BLOCK = 100  # requests to one model before the other takes its turn: about 40 ms here
 FLOOR_WARMUP = 20
 
@@ -69,7 +69,7 @@ FLOOR_WARMUP = 20
 class SuiteOptions:
     models: list[str]
     artifacts: Path
-    results_root: Path = Path("bench/results")
+    results_root: Path = DEFAULT_RESULTS
     quick: bool = False
     protocols: tuple[str, ...] = ("grpc", "http", LEAN_HTTP)
     grpc_levels: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -280,7 +280,7 @@ def served_text(server: TritonServer, spec, opts: SuiteOptions, progress: Callab
 
 
 def served_models(models: list[str]) -> list[str]:
-    """The models the served part runs: the ONNX ones (the kernel variants run in Triton's interpreter here, untimed)."""
+    """The models the served part runs: the ONNX ones (the kernel models run in Triton's interpreter here, untimed)."""
     return [m for m in models if get_spec(m).runtime == "onnx"]
 
 

@@ -13,7 +13,7 @@ from google.protobuf import json_format, text_format
 
 from tritonize.bench.served import LEAN_HTTP, endpoint, run_load
 from tritonize.models.spec import ModelSpec
-from tritonize.repository.config import parse_pbtxt, to_pbtxt
+from tritonize.model_repository.config import parse_pbtxt, to_pbtxt
 
 DEFAULT_GRID = {"max_queue_delay_us": (0, 200, 1000), "instance_count": (1, 2), "preferred_batch_sizes": ((), (4, 8))}
 

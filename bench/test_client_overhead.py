@@ -31,8 +31,8 @@ import tritonclient.utils.shared_memory as shm
 from tritonize.client import TritonClient
 from tritonize.export.stage import export_model
 from tritonize.models import get_spec
-from tritonize.repository.writer import build_repository
-from tritonize.server import TritonServer
+from tritonize.model_repository.writer import build_repository
+from tritonize.serving.server import TritonServer
 
 MODEL = "mlp"
 ROW_COUNTS = [1, 64]

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from tritonize.artifacts import ArtifactError, load_manifest
+from tritonize.artifacts import ONNX_FILE, ArtifactError, load_manifest
 from tritonize.export.optimize import VARIANTS, variant_path
 from tritonize.export.runtime import ort_session, run_ort, run_torch
-from tritonize.export.stage import ONNX_FILE, load_module
+from tritonize.export.stage import load_module
 from tritonize.models import get_spec
 
 BACKENDS = ["torch_eager", "torch_compile", *[f"ort_{v}" for v in VARIANTS], "ort_cuda", "ort_tensorrt", "tensorrt"]
 
 
 def _base_spec(spec):
-    return get_spec(spec.variant_of) if spec.variant_of else spec
+    return get_spec(spec.base_model) if spec.base_model else spec
 
 
 def _artifacts_or_skip(root, spec):

@@ -26,17 +26,16 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from tritonize.artifacts import atomic_dir, load_manifest, model_dir, update_manifest, write_json
+from tritonize.artifacts import CHOICE_FILE, ONNX_FILE, VARIANTS_DIR, atomic_dir, load_manifest, model_dir, update_manifest, write_json
 from tritonize.export.calibration import Calibration
 from tritonize.export.parity import agreement_cases, check_parity
 from tritonize.export.runtime import ort_session, run_ort, run_torch
-from tritonize.export.stage import ONNX_FILE, load_module
+from tritonize.export.stage import load_module
 from tritonize.models.spec import ModelSpec
 from tritonize.timing import measure_latency
 
 VARIANTS = ("fp32", "ort_opt", "int8", "int8_static")
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
-CHOICE_FILE = "choice.json"
 
 
 def _build_fp32(src: Path, dst: Path, calibration: Calibration) -> None:
@@ -123,7 +122,7 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
     `calibration`: the rows static INT8 is calibrated on (default: the spec's example inputs)."""
     check_variant_names(spec, variants)
     rng = rng if rng is not None else np.random.default_rng()
-    load_manifest(root, spec, ignore_under="variants")
+    load_manifest(root, spec, ignore_under=VARIANTS_DIR)
     folder = model_dir(root, spec).resolve()  # the builders run in a scratch working directory
     module = load_module(spec, folder)
     # Every variant is checked on the same inputs, so PyTorch runs once per case, not once per variant.
@@ -139,7 +138,7 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
         return reference_outputs[key]
     threads = spec.serving.ort_threads
     results: dict[str, dict] = {}
-    with atomic_dir(folder / "variants") as tmp:
+    with atomic_dir(folder / VARIANTS_DIR) as tmp:
         for name in ("fp32",) + tuple(v for v in variants if v != "fp32"):
             out = tmp / name / ONNX_FILE
             out.parent.mkdir()
@@ -171,7 +170,7 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
             choice["calibration"] = calibration.source
         write_json(tmp / CHOICE_FILE, choice)
         files = [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()]
-    update_manifest(root, spec, [f"variants/{f}" for f in files], replace_under="variants", optimize=choice)
+    update_manifest(root, spec, [f"{VARIANTS_DIR}/{f}" for f in files], replace_under=VARIANTS_DIR, optimize=choice)
     return choice
 
 
@@ -206,7 +205,7 @@ def pick_variant(results: dict[str, dict]) -> dict:
 
 
 def variant_path(root: Path, spec: ModelSpec, variant: str) -> Path:
-    return model_dir(root, spec) / "variants" / variant / ONNX_FILE
+    return model_dir(root, spec) / VARIANTS_DIR / variant / ONNX_FILE
 
 
 def chosen_variant(root: Path, spec: ModelSpec) -> tuple[str, Path]:

@@ -8,15 +8,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tritonize.artifacts import MANIFEST, atomic_dir, model_dir, new_manifest, write_json
+from tritonize.artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
 from tritonize.export.onnx_export import export_onnx
 from tritonize.export.parity import ParityError, check_parity
 from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.models.spec import ModelSpec
 
-ONNX_FILE = "model.onnx"
-WEIGHTS_FILE = "weights.safetensors"
-PARITY_FILE = "parity.json"
 
 Step = Callable[[str], None]
 
@@ -37,7 +34,7 @@ def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int
     """Export one model into `root/<name>/`; the folder appears only when every check passed."""
     if spec.runtime != "onnx":
         raise ValueError(f"model {spec.name!r} runs on the {spec.runtime!r} runtime and is not exported to ONNX; "
-                         f"export {spec.variant_of!r} instead")
+                         f"export {spec.base_model!r} instead")
     module = spec.factory()
     with atomic_dir(model_dir(root, spec), marker=MANIFEST) as tmp:
         step("saving weights")

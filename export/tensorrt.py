@@ -20,15 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.artifacts import load_manifest, model_dir, update_manifest, write_json
+from tritonize.artifacts import ENGINE_FILE, ENGINE_INFO, ONNX_FILE, load_manifest, model_dir, update_manifest, write_json
 from tritonize.export.parity import ParityError, check_parity
 from tritonize.export.runtime import ort_session, run_ort
-from tritonize.export.stage import ONNX_FILE
 from tritonize.models.spec import BATCH, SEQ, ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-ENGINE_FILE = "model.plan"
-ENGINE_INFO = "engine.json"
 TIMING_CACHE = "timing.cache"
 INSTALL_HINT = (
     "TensorRT is needed for this step: install it on a machine with an NVIDIA GPU with "

@@ -31,7 +31,7 @@ TARGETS = {
 MODEL_FILES = {"python": "model.py", "onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
 
 # CPU instances belong to this Triton host policy. It does nothing until a server is told its cores
-# (`tritonize serve --instance-cpus`, see tritonize/placement.py); GPU instances keep the per-GPU
+# (`tritonize serve --instance-cpus`, see serving/placement.py); GPU instances keep the per-GPU
 # policies Triton gives them.
 INSTANCE_HOST_POLICY = "tritonize_instances"
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tritonize.artifacts import ArtifactError, atomic_dir, load_manifest, write_json
+from tritonize.artifacts import DEFAULT_REPOSITORY, ENGINE_FILE, INDEX_FILE, ONNX_FILE, WEIGHTS_FILE, ArtifactError, atomic_dir, load_manifest, write_json
 from tritonize.export.optimize import check_variant_names, chosen_variant, variant_path
-from tritonize.export.stage import ONNX_FILE, WEIGHTS_FILE
-from tritonize.export.tensorrt import ENGINE_FILE, built_engine, engine_info
+from tritonize.export.tensorrt import built_engine, engine_info
 from tritonize.models import get_spec
 from tritonize.models.spec import ModelSpec
-from tritonize.repository.config import (TARGETS, TEXT_SUFFIX, TOKENIZER_SUFFIX, build_config,
+from tritonize.model_repository.config import (TARGETS, TEXT_SUFFIX, TOKENIZER_SUFFIX, build_config,
                                         build_text_ensemble_config, build_tokenizer_config, to_pbtxt)
 
 BACKENDS = Path(__file__).parent / "backends"
-DEFAULT_OUT = Path("build/model_repository")
-INDEX_FILE = "repository.json"
 
 
 def _python_backend(runner: str, version_dir: Path) -> None:
@@ -61,10 +58,10 @@ def _tensorrt_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target:
 
 
 def _torch_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:
-    shutil.copyfile(artifacts / spec.variant_of / WEIGHTS_FILE, version_dir / WEIGHTS_FILE)
+    shutil.copyfile(artifacts / spec.base_model / WEIGHTS_FILE, version_dir / WEIGHTS_FILE)
     _python_backend("pytorch", version_dir)
     params = {"model": spec.name, "weights_file": WEIGHTS_FILE, "device": "cuda" if target == "gpu" else "cpu"}
-    return {"runner": "python/pytorch", "variant": f"{spec.name} (weights of {spec.variant_of})"}, params
+    return {"runner": "python/pytorch", "variant": f"{spec.name} (weights of {spec.base_model})"}, params
 
 
 def _model_maker(spec: ModelSpec, target: str, artifacts: Path):
@@ -102,7 +99,7 @@ def _noop_model(spec: ModelSpec, version_dir: Path) -> tuple[dict, dict]:
     return {"runner": "python/noop", "variant": f"does nothing, config of {spec.name}"}, {}
 
 
-def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_OUT, target: str = "cpu",
+def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_REPOSITORY, target: str = "cpu",
                      version: int = 1, noop_baselines: bool = False, variants: dict[str, str] | None = None) -> dict:
     """Write the repository; `noop_baselines` adds `<model>_noop`, the same config served by a model
     that does nothing, for the benchmarks' floor. `variants` overrides `optimize`'s pick per model
@@ -123,7 +120,7 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
     with atomic_dir(out, marker=INDEX_FILE) as tmp:
         for spec in specs:
             # A variant (custom kernels) is served from the artifacts of the model it is a variant of.
-            manifest = load_manifest(artifacts, get_spec(spec.variant_of) if spec.variant_of else spec)
+            manifest = load_manifest(artifacts, get_spec(spec.base_model) if spec.base_model else spec)
             version_dir = tmp / spec.name / str(version)
             version_dir.mkdir(parents=True)
             make, runner = _model_maker(spec, target, artifacts)

@@ -27,8 +27,8 @@ def artifacts(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cpu_repository(artifacts, tmp_path_factory):
-    """A CPU-target model repository of every model, kernel variants included."""
-    from tritonize.repository.writer import build_repository
+    """A CPU-target model repository of every model, kernel models included."""
+    from tritonize.model_repository.writer import build_repository
 
     out = tmp_path_factory.mktemp("serving") / "model_repository"
     build_repository([get_spec(n) for n in model_names()], artifacts, out, "cpu")
@@ -38,7 +38,7 @@ def cpu_repository(artifacts, tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(cpu_repository):
     """One real tritonserver for all serving tests, on free loopback ports."""
-    from tritonize.server import TritonServer
+    from tritonize.serving.server import TritonServer
 
     with TritonServer(cpu_repository) as s:
         yield s

@@ -9,8 +9,8 @@ from tritonize.artifacts import atomic_dir
 from tritonize.bench.suite import SuiteOptions, run_suite
 from tritonize.export.stage import export_model
 from tritonize.models import get_spec
-from tritonize.pipeline import RunOptions, run_main_job
-from tritonize.repository.writer import build_repository
+from tritonize.cli.pipeline import RunOptions, run_main_job
+from tritonize.model_repository.writer import build_repository
 
 
 def test_a_folder_is_swapped_in_whole_and_a_failure_leaves_the_old_one(tmp_path):

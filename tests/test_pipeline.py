@@ -7,7 +7,7 @@ from tritonize.artifacts import load_manifest
 from tritonize.export.optimize import VARIANTS, optimize_model
 from tritonize.export.stage import export_model
 from tritonize.models import get_spec
-from tritonize.pipeline import RunOptions, ensure_artifacts, run_main_job
+from tritonize.cli.pipeline import RunOptions, ensure_artifacts, run_main_job
 
 pytestmark = pytest.mark.server
 

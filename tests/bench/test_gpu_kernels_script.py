@@ -11,11 +11,10 @@ import torch
 
 from tritonize.bench.gpu_kernels import TOLERANCE, _verdict
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_kernels.py"
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "tritonize.bench.gpu_kernels", *args], capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
 
 

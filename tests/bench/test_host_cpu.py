@@ -5,7 +5,7 @@ import pytest
 
 from tritonize.bench.host_cpu import busy_fractions, core_times
 from tritonize.bench.report import _cores
-from tritonize.placement import available_cpus, pinned
+from tritonize.serving.placement import available_cpus, pinned
 
 # user nice system idle iowait irq softirq steal guest guest_nice, as Linux writes them
 STAT = """cpu  300 0 100 1000 0 0 0 0 0 0

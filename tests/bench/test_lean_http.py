@@ -10,7 +10,7 @@ import tritonclient.http as httpclient
 from tritonize.bench.lean_http import LeanHttpError, LeanHttpSender, tensor_bytes, tensor_from_bytes
 from tritonize.bench.served import LEAN_HTTP, infer_inputs, run_load, text_inputs
 from tritonize.models import get_spec
-from tritonize.repository.config import TEXT_SUFFIX
+from tritonize.model_repository.config import TEXT_SUFFIX
 
 
 def _lean_inputs(spec, inputs, tensors=None):

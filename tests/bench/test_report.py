@@ -7,8 +7,8 @@ import pytest
 
 from tritonize.bench.report import PERF_ANALYZER_COLUMNS, markdown
 from tritonize.bench.suite import FLOOR_BLOCK, SuiteOptions, git_commit, run_suite, targets
-from tritonize.idle import poll_idle_unavailable
-from tritonize.placement import available_cpus
+from tritonize.serving.idle import poll_idle_unavailable
+from tritonize.serving.placement import available_cpus
 
 pytestmark = pytest.mark.server
 

@@ -9,7 +9,7 @@ from tritonize.bench.suite import SuiteOptions, check_options, check_results_roo
 from tritonize.bench.sweep import write_back
 from tritonize.cli import main
 from tritonize.models.registry import UnknownModelError
-from tritonize.repository.config import parse_pbtxt
+from tritonize.model_repository.config import parse_pbtxt
 
 MLP_CONFIG = 'name: "mlp"\nmax_batch_size: 64\ninstance_group { count: 1 kind: KIND_CPU }\n'
 

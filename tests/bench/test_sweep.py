@@ -7,9 +7,9 @@ import tritonclient.grpc as grpcclient
 
 from tritonize.bench.sweep import batching_sweep, write_back
 from tritonize.models import get_spec
-from tritonize.repository.config import parse_pbtxt
-from tritonize.repository.writer import build_repository
-from tritonize.server import TritonServer
+from tritonize.model_repository.config import parse_pbtxt
+from tritonize.model_repository.writer import build_repository
+from tritonize.serving.server import TritonServer
 
 pytestmark = pytest.mark.server
 

@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tritonize.models import get_spec
-from tritonize.server import TritonServer, free_port
+from tritonize.serving.server import TritonServer, free_port
 
 OUR_SEGMENTS = f"tritonize_client_{os.getpid()}_"
 

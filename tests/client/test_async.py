@@ -7,7 +7,7 @@ import pytest
 
 from tritonize.client import AsyncTritonClient, InferTimeoutError, NotReadyError, RequestError, RetryPolicy, TritonClient
 from tritonize.models import get_spec
-from tritonize.server import free_port
+from tritonize.serving.server import free_port
 
 pytestmark = pytest.mark.server
 

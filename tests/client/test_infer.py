@@ -8,7 +8,7 @@ import tritonclient.grpc as grpcclient
 
 from tritonize.client import NotReadyError, TritonClient
 from tritonize.models import get_spec
-from tritonize.server import free_port
+from tritonize.serving.server import free_port
 
 pytestmark = pytest.mark.server
 MODELS = ["mlp", "cnn", "lstm", "transformer"]

@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 from tritonize.client import (NO_RETRY, InferTimeoutError, RequestError, RetryPolicy, TritonClient,
                               UnavailableError)
 from tritonize.client.retry import Attempts
-from tritonize.server import free_port
+from tritonize.serving.server import free_port
 
 pytestmark = pytest.mark.server
 X = np.random.default_rng(0).standard_normal((2, 784)).astype(np.float32)

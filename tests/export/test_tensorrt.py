@@ -6,7 +6,7 @@ from tritonize.cli import main
 from tritonize.export.tensorrt import (PRECISIONS, TensorRTUnavailable, create_config, parity_shapes, profile_shapes,
                                        require_tensorrt, tensorrt_problem)
 from tritonize.models import get_spec, model_names
-from tritonize.repository.config import build_config, parse_pbtxt, to_pbtxt
+from tritonize.model_repository.config import build_config, parse_pbtxt, to_pbtxt
 
 MODELS = model_names("onnx")
 NO_TENSORRT = tensorrt_problem()
@@ -77,7 +77,7 @@ def test_engine_builds_passes_parity_and_is_served_as_a_plan(artifacts, tmp_path
     import shutil
 
     from tritonize.export.tensorrt import build_engine, built_engine
-    from tritonize.repository.writer import build_repository
+    from tritonize.model_repository.writer import build_repository
 
     root = tmp_path / "artifacts"
     shutil.copytree(artifacts / "mlp", root / "mlp")

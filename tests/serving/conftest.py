@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tritonize.server import free_port
+from tritonize.serving.server import free_port
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tritonize.models import get_spec
-from tritonize.placement import Placement, available_cpus, child_processes, parse_cpu_list, pinned
-from tritonize.server import TritonServer
+from tritonize.serving.placement import Placement, available_cpus, child_processes, parse_cpu_list, pinned
+from tritonize.serving.server import TritonServer
 
 two_cores = pytest.mark.skipif(len(available_cpus()) < 2, reason="placement needs two or more cores")
 

@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from tritonize.export.runtime import ort_session, run_ort
 from tritonize.models import get_spec, model_names
-from tritonize.server import ServerError, TritonServer, load_failures
+from tritonize.serving.server import ServerError, TritonServer, load_failures
 
 pytestmark = pytest.mark.server
 MODELS = model_names("onnx")
@@ -120,7 +120,7 @@ def test_kernel_variants_are_served_and_match_the_plain_model(server, artifacts,
     from tritonize.export.stage import load_module
 
     spec = get_spec(name)
-    base = get_spec(spec.variant_of)
+    base = get_spec(spec.base_model)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     inputs = spec.example_inputs(2, spec.default_seq())
     out = spec.output_names[0]

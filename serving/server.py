@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import util as import_util
 from pathlib import Path
 
-from tritonize.placement import Placement
+from tritonize.serving.placement import Placement
 
 HOST = "127.0.0.1"
 INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "
@@ -129,7 +129,7 @@ class TritonServer:
     >>> with TritonServer("build/model_repository") as server:
     ...     print(server.grpc_url)
 
-    `placement` (tritonize.placement) starts the server on its cores and gives the model instances
+    `placement` (tritonize.serving.placement) starts the server on its cores and gives the model instances
     theirs, through Triton's host policies (or, with `stubs_alone`, by moving the stubs once ready).
     """
 

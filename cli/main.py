@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tritonize.artifacts import DEFAULT_ROOT
+from tritonize.artifacts import DEFAULT_REPOSITORY, DEFAULT_RESULTS, DEFAULT_ROOT
 from tritonize.models import UnknownModelError, get_spec, model_names
 
 console = Console(stderr=True)
@@ -130,7 +130,7 @@ def cmd_optimize(args) -> int:
 
 
 def cmd_repo(args) -> int:
-    from tritonize.repository.writer import build_repository
+    from tritonize.model_repository.writer import build_repository
 
     specs = _specs(args.models, runtime=None)
     overrides = {}
@@ -149,7 +149,7 @@ def cmd_repo(args) -> int:
 
 
 def _placement(server_cpus: str | None, instance_cpus: str | None, stubs_alone: bool):
-    from tritonize.placement import Placement
+    from tritonize.serving.placement import Placement
 
     if (server_cpus is None) != (instance_cpus is None):
         raise CliError("--server-cpus and --instance-cpus go together (e.g. --server-cpus 0 --instance-cpus 1), "
@@ -165,8 +165,8 @@ def cmd_serve(args) -> int:
     import signal
     import threading
 
-    from tritonize.idle import poll_idle
-    from tritonize.server import TritonServer
+    from tritonize.serving.idle import poll_idle
+    from tritonize.serving.server import TritonServer
 
     server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout,
@@ -217,7 +217,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tritonize.pipeline import RunOptions, run_main_job
+    from tritonize.cli.pipeline import RunOptions, run_main_job
 
     opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,
                       repository=args.repo, results=args.results, bench=not args.no_bench, force=args.force)
@@ -227,7 +227,7 @@ def cmd_run(args) -> int:
                   title=f"served by tritonserver from {opts.repository}")
     for row in report["served"]:
         spec = get_spec(row["model"])
-        source = report["artifacts"].get(spec.variant_of or spec.name, "")
+        source = report["artifacts"].get(spec.base_model or spec.name, "")
         table.add_row(row["model"], source, "[green]yes" if row["ok"] else "[red]no", f"{row['max_abs_err']:.2e}",
                       f"{row['latency_ms']:.2f}")
     out.print(table)
@@ -264,20 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trt-precision", choices=["fp32", "fp16", "bf16"], default="fp16", help="engine precision (default: %(default)s)")
     p.set_defaults(func=cmd_optimize)
 
-    from tritonize.repository.writer import DEFAULT_OUT
-
     p = sub.add_parser("repo", help="a Triton model repository (config.pbtxt + versioned files) from the artifacts")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: all, kernel variants included)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: all, kernel models included)")
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                    help="cpu: Python backend + ONNX Runtime (what the bundled server runs); gpu: NVIDIA's container")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_REPOSITORY, help="repository folder (default: %(default)s)")
     p.add_argument("--variant", action="append", metavar="MODEL=VARIANT",
                    help="serve this ONNX variant instead of optimize's pick (e.g. minilm=fp32)")
     p.set_defaults(func=cmd_repo)
 
     p = sub.add_parser("serve", help="run tritonserver on a repository until Ctrl-C")
-    p.add_argument("--repo", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
+    p.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY, help="repository folder (default: %(default)s)")
     p.add_argument("--models", nargs="+", help="models to load (default: every model in the repository)")
     p.add_argument("--http-port", type=int, default=8000, help="(default: %(default)s, as tritonserver)")
     p.add_argument("--grpc-port", type=int, default=8001, help="(default: %(default)s)")
@@ -305,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer minilm)")
     p.add_argument("--quick", action="store_true", help="a short run (under 2 minutes on 2 CPU cores)")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
-    p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="report root (default: %(default)s)")
     p.add_argument("--sweep", metavar="MODEL", help="also run a dynamic-batching sweep for MODEL")
     p.add_argument("--write-back", type=Path, metavar="REPO", help="write the sweep's best config into REPO")
     p.add_argument("--duration", type=float, help="seconds per load run")
@@ -325,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")
     p.add_argument("models", nargs="*", metavar="MODEL", help="models (default: mlp cnn lstm transformer minilm cnn_fused transformer_flash)")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
-    p.add_argument("--repo", type=Path, default=DEFAULT_OUT, help="repository folder (default: %(default)s)")
-    p.add_argument("--results", type=Path, default=Path("bench/results"), help="report root (default: %(default)s)")
+    p.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY, help="repository folder (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="report root (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="export and optimize again even when artifacts are current")
     p.add_argument("--no-bench", action="store_true", help="stop after the served check")
     p.set_defaults(func=cmd_run)
@@ -338,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     from tritonize.export.onnx_export import ExportError
     from tritonize.export.parity import ParityError
     from tritonize.export.tensorrt import TensorRTUnavailable
-    from tritonize.idle import PollIdleUnavailable
-    from tritonize.server import ServerError
+    from tritonize.serving.idle import PollIdleUnavailable
+    from tritonize.serving.server import ServerError
     from tritonclient.utils import InferenceServerException
 
     args = build_parser().parse_args(argv)
@@ -354,5 +352,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

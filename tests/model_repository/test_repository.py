@@ -7,8 +7,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonize.artifacts import ArtifactError
 from tritonize.export.optimize import optimize_model
 from tritonize.models import get_spec, model_names
-from tritonize.repository.config import INSTANCE_HOST_POLICY, build_config, build_tokenizer_config, parse_pbtxt, to_pbtxt
-from tritonize.repository.writer import build_repository
+from tritonize.model_repository.config import INSTANCE_HOST_POLICY, build_config, build_tokenizer_config, parse_pbtxt, to_pbtxt
+from tritonize.model_repository.writer import build_repository
 
 MODELS = model_names("onnx")
 VARIANTS = model_names("torch")

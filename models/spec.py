@@ -140,8 +140,8 @@ class ModelSpec:
     # Sequence lengths to check parity at, and the one used for examples and tracing.
     seq_lens: tuple[int, ...] = ()
     max_seq_len: int = 0
-    # A variant runs another factory over the same weights as `variant_of` (e.g. a fused kernel).
-    variant_of: str | None = None
+    # A kernel model runs another factory over the same weights as `base_model` (e.g. a fused kernel).
+    base_model: str | None = None
     # Where the model can run: "onnx" models are exported and served through ONNX Runtime; "torch"
     # models (custom kernels) are served by the PyTorch runner.
     runtime: str = "onnx"
@@ -255,7 +255,7 @@ class ModelSpec:
             "inputs": [(t.name, t.dtype, list(t.shape), t.kind, t.vocab_size) for t in self.inputs],
             "outputs": [(t.name, t.dtype, list(t.shape)) for t in self.outputs],
             "seed": self.seed,
-            "variant_of": self.variant_of,
+            "base_model": self.base_model,
             "max_seq_len": self.max_seq_len,
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ VARIANTS = model_names("torch")
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variant_shares_the_base_models_weights(name):
     spec = get_spec(name)
-    base = get_spec(spec.variant_of)
+    base = get_spec(spec.base_model)
     ours, theirs = spec.factory().state_dict(), base.factory().state_dict()
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -23,7 +23,7 @@ def test_variant_shares_the_base_models_weights(name):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_variant_matches_the_plain_model(name, batch):
     spec = get_spec(name)
-    base = get_spec(spec.variant_of)
+    base = get_spec(spec.base_model)
     rng = np.random.default_rng()
     seqs = [1, 17, 64] if spec.has_seq else [None]
     variant_module, base_module = spec.factory(), base.factory()

@@ -12,15 +12,15 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.artifacts import ArtifactError, check_replaceable, load_manifest, model_dir
+from tritonize.artifacts import (DEFAULT_REPOSITORY, DEFAULT_ROOT, DEFAULT_RESULTS, INDEX_FILE, ONNX_FILE, ArtifactError,                                  check_replaceable, load_manifest, model_dir)
 from tritonize.export.optimize import VARIANTS, optimize_model
 from tritonize.export.parity import ParityError
 from tritonize.export.runtime import ort_session, run_ort
 from tritonize.export.runtime import run_torch
-from tritonize.export.stage import ONNX_FILE, export_model, load_module
+from tritonize.export.stage import export_model, load_module
 from tritonize.models import get_spec
-from tritonize.repository.writer import INDEX_FILE, build_repository
-from tritonize.server import TritonServer
+from tritonize.model_repository.writer import build_repository
+from tritonize.serving.server import TritonServer
 
 DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
 
@@ -28,9 +28,9 @@ DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "t
 @dataclass
 class RunOptions:
     models: tuple[str, ...] = DEFAULT_MODELS
-    artifacts: Path = Path("artifacts")
-    repository: Path = Path("build/model_repository")
-    results: Path = Path("bench/results")
+    artifacts: Path = DEFAULT_ROOT
+    repository: Path = DEFAULT_REPOSITORY
+    results: Path = DEFAULT_RESULTS
     bench: bool = True
     force: bool = False
 
@@ -60,9 +60,9 @@ def ensure_artifacts(spec, root: Path, force: bool, step: Callable[[str], None])
 
 def _reference(spec, artifacts: Path, repository: Path):
     """The in-process twin of a served model: the same ONNX file through ONNX Runtime, or for a
-    kernel variant, the plain PyTorch model with the same weights."""
+    kernel model, the plain PyTorch model with the same weights."""
     if spec.runtime == "torch":
-        base = get_spec(spec.variant_of)
+        base = get_spec(spec.base_model)
         module = load_module(base, artifacts / base.name)
         return lambda x: run_torch(module, base, x)
     session = ort_session(repository / spec.name / "1" / ONNX_FILE)
@@ -91,7 +91,7 @@ def check_served(server: TritonServer, artifacts: Path, repository: Path, names:
 
 def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None) -> dict:
     specs = [get_spec(n) for n in opts.models]
-    bases = list(dict.fromkeys(get_spec(s.variant_of) if s.variant_of else s for s in specs))
+    bases = list(dict.fromkeys(get_spec(s.base_model) if s.base_model else s for s in specs))
     # What would fail only after minutes of exporting fails now.
     check_replaceable(opts.repository, INDEX_FILE)
     if opts.bench:

@@ -22,8 +22,20 @@ from typing import Iterator
 
 from tritonize.models.spec import ModelSpec
 
-MANIFEST = "manifest.json"
-DEFAULT_ROOT = Path("artifacts")
+# Every file and folder name a stage writes, in one place: the stages and the CLI import them from here.
+DEFAULT_ROOT = Path("artifacts")  # artifacts/<model>/: what export and optimize write
+DEFAULT_REPOSITORY = Path("build/model_repository")  # what `tritonize repo` writes and `serve` reads
+DEFAULT_RESULTS = Path("build/results")  # benchmark reports: <root>/<host>-<date>[-quick]/
+MANIFEST = "manifest.json"  # artifacts/<model>/manifest.json: which spec, which files, each stage's report
+ONNX_FILE = "model.onnx"  # the exported graph; also each variant's file and a repository's copy
+WEIGHTS_FILE = "weights.safetensors"  # the PyTorch weights the ONNX file was exported from
+PARITY_FILE = "parity.json"  # export's check against PyTorch
+VARIANTS_DIR = "variants"  # artifacts/<model>/variants/<variant>/model.onnx: optimize's variants
+CHOICE_FILE = "choice.json"  # optimize's pick among the variants, and why
+ENGINE_FILE = "model.plan"  # a TensorRT engine
+ENGINE_INFO = "engine.json"  # how that engine was built
+INDEX_FILE = "repository.json"  # a generated model repository's index: what each model serves
+RESULTS_FILE = "results.json"  # a benchmark report folder's raw results: what marks the folder as one
 
 
 class ArtifactError(RuntimeError):

@@ -125,20 +125,21 @@ def _minilm_spec() -> ModelSpec:
 _SPECS.append(_minilm_spec())
 
 
-def variant(base: ModelSpec, name: str, description: str, build: Callable[[], nn.Module]) -> ModelSpec:
-    """`base` run by another module with the same parameters (a custom kernel), served by PyTorch."""
+def kernel_model(base: ModelSpec, name: str, description: str, build: Callable[[], nn.Module]) -> ModelSpec:
+    """A kernel model: `base` run by another module with the same parameters (custom Triton kernels),
+    served by PyTorch. "Variant" names only optimize's ONNX variants (fp32, ort_opt, int8, int8_static)."""
     return dataclasses.replace(base, name=name, description=description, factory=seeded(base.seed, build),
-                               variant_of=base.name, runtime="torch")
+                               base_model=base.name, runtime="torch")
 
 
 _BY_NAME = {s.name: s for s in _SPECS}
-_SPECS.append(variant(_BY_NAME["cnn"], "cnn_fused", "the cnn with each conv+ReLU+maxpool block as one Triton kernel",
+_SPECS.append(kernel_model(_BY_NAME["cnn"], "cnn_fused", "the cnn with each conv+ReLU+maxpool block as one Triton kernel",
                       functools.partial(nets.CNN, block=nets.FusedConvReluPool)))
-# The text front end stays with the plain minilm: the variant is served with token inputs.
+# The text front end stays with the plain minilm: the kernel model is served with token inputs.
 _SPECS.append(dataclasses.replace(
-    variant(_BY_NAME["minilm"], "minilm_flash", "all-MiniLM-L6-v2 with its attention computed by the flash-attention Triton kernel",
+    kernel_model(_BY_NAME["minilm"], "minilm_flash", "all-MiniLM-L6-v2 with its attention computed by the flash-attention Triton kernel",
             minilm.load_flash_encoder), text=None))
-_SPECS.append(variant(_BY_NAME["transformer"], "transformer_flash",
+_SPECS.append(kernel_model(_BY_NAME["transformer"], "transformer_flash",
                       "the transformer with its attention computed by the flash-attention Triton kernel",
                       functools.partial(nets.TransformerClassifier, attend=nets.flash_attention)))
 

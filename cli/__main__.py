@@ -1,0 +1,5 @@
+import sys
+
+from tritonize.cli import main
+
+sys.exit(main())
