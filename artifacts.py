@@ -18,9 +18,10 @@ import shutil
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from tritonize.models.spec import ModelSpec
+if TYPE_CHECKING:  # the CLI reads the names below without importing the models
+    from tritonize.models.spec import ModelSpec
 
 # Every file and folder name a stage writes, in one place: the stages and the CLI import them from here.
 DEFAULT_ROOT = Path("artifacts")  # artifacts/<model>/: what export and optimize write
@@ -31,6 +32,7 @@ ONNX_FILE = "model.onnx"  # the exported graph; also each variant's file and a r
 WEIGHTS_FILE = "weights.safetensors"  # the PyTorch weights the ONNX file was exported from
 PARITY_FILE = "parity.json"  # export's check against PyTorch
 VARIANTS_DIR = "variants"  # artifacts/<model>/variants/<variant>/model.onnx: optimize's variants
+VARIANTS = ("fp32", "ort_opt", "int8", "int8_static")  # the ONNX variants optimize can build, by folder name
 CHOICE_FILE = "choice.json"  # optimize's pick among the variants, and why
 ENGINE_FILE = "model.plan"  # a TensorRT engine
 ENGINE_INFO = "engine.json"  # how that engine was built

@@ -20,9 +20,9 @@ from tritonize.export.runtime import run_torch
 from tritonize.export.stage import export_model, load_module
 from tritonize.models import get_spec
 from tritonize.model_repository.writer import build_repository
+from tritonize.cli.run import DEFAULT_MODELS
 from tritonize.serving.server import TritonServer
 
-DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
 
 
 @dataclass
@@ -113,10 +113,14 @@ def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None)
     if bad:
         raise ParityError("served outputs differ from in-process: " +
                            ", ".join(f"{r['model']} (max abs err {r['max_abs_err']:.3g})" for r in bad))
-    if opts.bench:
-        from tritonize.bench.suite import SuiteOptions, run_suite
-
-        onnx_models = [s.name for s in bases]
-        suite = SuiteOptions.quick_defaults(models=onnx_models, artifacts=opts.artifacts, results_root=opts.results)
-        report["bench"] = run_suite(suite, progress=lambda msg: step(f"bench: {msg}"))
     return report
+
+
+def run_bench(opts: RunOptions, progress) -> Path:
+    """The quick benchmark of the run's ONNX models (a kernel model's base stands in for it: the
+    kernels run in Triton's interpreter on a CPU, checked in the tests but not timed)."""
+    from tritonize.bench.suite import SuiteOptions, run_suite
+
+    bases = list(dict.fromkeys(s.base_model or s.name for s in map(get_spec, opts.models)))
+    suite = SuiteOptions.quick_defaults(models=bases, artifacts=opts.artifacts, results_root=opts.results)
+    return run_suite(suite, progress)

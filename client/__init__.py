@@ -6,21 +6,34 @@ metadata read from the server (once per model) before anything is sent; a batch 
 model's max batch size is split; UNAVAILABLE calls are retried with backoff, round-robin over
 several servers; large tensors can go through system shared memory.
 """
-from tritonize.client.async_client import AsyncTritonClient
-from tritonize.client.errors import InferTimeoutError, NotReadyError, RequestError, UnavailableError
-from tritonize.client.model_info import ModelInfo, TensorInfo
-from tritonize.client.retry import NO_RETRY, RetryPolicy
-from tritonize.client.sync_client import TritonClient
+from __future__ import annotations
 
-__all__ = [
-    "AsyncTritonClient",
-    "InferTimeoutError",
-    "ModelInfo",
-    "NO_RETRY",
-    "NotReadyError",
-    "RequestError",
-    "RetryPolicy",
-    "TensorInfo",
-    "TritonClient",
-    "UnavailableError",
-]
+import importlib
+
+DEFAULT_URL = "127.0.0.1:8001"  # tritonserver's own default gRPC port, on this machine
+
+# The names load on first use (PEP 562), so that `tritonize infer --help` does not import
+# tritonclient and numpy just to list its options.
+_WHERE = {
+    "AsyncTritonClient": "async_client",
+    "InferTimeoutError": "errors",
+    "NotReadyError": "errors",
+    "RequestError": "errors",
+    "UnavailableError": "errors",
+    "ModelInfo": "model_info",
+    "TensorInfo": "model_info",
+    "NO_RETRY": "retry",
+    "RetryPolicy": "retry",
+    "TritonClient": "sync_client",
+}
+__all__ = ["DEFAULT_URL", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -6,7 +6,7 @@ import pytest
 
 from tritonize.client import RequestError
 from tritonize.client.examples import random_inputs
-from tritonize.client.infer_cmd import register
+from tritonize.cli.infer import register
 from tritonize.client.model_info import ModelInfo, TensorInfo
 
 pytestmark = pytest.mark.server

@@ -2,6 +2,7 @@
 
 The main CLI calls `register(subparsers)`. Mistakes the user can fix raise ValueError (the CLI
 prints the message and exits 2); server errors propagate as tritonclient InferenceServerException.
+numpy, tritonclient and the client load inside the command, so that `--help` stays fast.
 """
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-from tritonclient.utils import InferenceServerException
+from typing import TYPE_CHECKING
 
-from tritonize.client.core import DEFAULT_URL
-from tritonize.client.examples import random_inputs
-from tritonize.client.model_info import ModelInfo
-from tritonize.client.sync_client import TritonClient
+from tritonize.client import DEFAULT_URL
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tritonize.client import ModelInfo, TritonClient
 
 SHOWN_VALUES = 5
 DESCRIPTION = """Send a request to a running Triton server over gRPC; print the outputs and the latency.
@@ -54,6 +56,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tritonize.client import TritonClient
+
     if args.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
     if args.timeout <= 0:
@@ -86,6 +92,8 @@ TEXT_SUFFIX = "_text"
 
 def text_model_info(client: TritonClient, model: str) -> ModelInfo:
     """The model that takes strings: MODEL itself when its one input is BYTES, else MODEL_text."""
+    from tritonclient.utils import InferenceServerException
+
     info = client.model_info(model)
     if len(info.inputs) == 1 and info.inputs[0].is_bytes:
         return info
@@ -101,6 +109,10 @@ def text_model_info(client: TritonClient, model: str) -> ModelInfo:
 
 def load_inputs(sources: list[str], info: ModelInfo, batch: int, seq: int | None, seed: int) -> dict[str, np.ndarray]:
     """The request's arrays from --input values (checked against the model later, by the client)."""
+    import numpy as np
+
+    from tritonize.client.examples import random_inputs
+
     if sources == ["random"]:
         return random_inputs(info, batch, seq, np.random.default_rng(seed))
     if "random" in sources:
@@ -115,6 +127,8 @@ def load_inputs(sources: list[str], info: ModelInfo, batch: int, seq: int | None
 
 
 def _load_file(path: Path, name: str | None, info: ModelInfo) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if not path.is_file():
         raise ValueError(f"--input {path}: no such file (expected random, FILE.npy, FILE.npz or NAME=FILE.npy)")
     if path.suffix == ".npz":

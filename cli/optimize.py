@@ -1,0 +1,100 @@
+"""`tritonize optimize`: ONNX Runtime-optimized and INT8 CPU variants of the exported models, each
+checked against PyTorch and timed, the fastest passing one picked; TensorRT engines on a GPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from tritonize.artifacts import DEFAULT_ROOT, VARIANTS
+from tritonize.cli.common import CliError, add_models_argument, console, for_each_model, out
+from tritonize.cli.common import specs as models
+
+
+def register(sub) -> None:
+    p = sub.add_parser("optimize", help="ORT-optimized and INT8 CPU variants, checked, timed, one picked")
+    add_models_argument(p)
+    p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--calibration", type=Path, metavar="PATH",
+                   help="representative rows for int8_static's activation ranges: an .npz of the model's inputs "
+                        "(np.savez, arrays named like the inputs), or a folder of <model>.npz "
+                        "(default: the spec's random example inputs)")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
+    p.add_argument("--trt-precision", choices=["fp32", "fp16", "bf16"], default="fp16", help="engine precision (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def _calibrations(chosen, path: Path | None, variants: list[str]) -> dict:
+    """Each model's calibration rows from `--calibration` (a model's .npz, or a folder of <model>.npz),
+    all checked before any work; models without a file are calibrated on example inputs."""
+    if path is None:
+        return {}
+    from tritonize.export.calibration import Calibration
+
+    if "int8_static" not in variants:
+        raise CliError(f"--calibration sets the int8_static variant's activation ranges, but --variants leaves it "
+                       f"out (got {' '.join(variants)})")
+    if not path.is_dir():
+        if len(chosen) != 1:
+            raise CliError(f"--calibration {path}: one .npz calibrates one model; name that model "
+                           f"(tritonize optimize MODEL --calibration {path}) or pass a folder of <model>.npz files")
+        return {chosen[0].name: Calibration.from_file(chosen[0], path)}
+    names = {s.name for s in chosen}
+    files = {f.stem: f for f in sorted(path.glob("*.npz"))}
+    if not names & files.keys():
+        raise CliError(f"--calibration {path}: expected files named {', '.join(f'{n}.npz' for n in sorted(names))}, "
+                       f"found {', '.join(f.name for f in files.values()) or 'no .npz file'}")
+    for stem, f in files.items():
+        if stem not in names:
+            console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {stem!r} among those optimized",
+                          highlight=False, soft_wrap=True)
+    return {s.name: Calibration.from_file(s, files[s.name]) for s in chosen if s.name in files}
+
+
+def run(args) -> int:
+    from rich import box
+    from rich.table import Table
+
+    from tritonize.export.optimize import optimize_model
+
+    specs = models(args.models)
+    calibrations = _calibrations(specs, args.calibration, args.variants)
+    if args.tensorrt:
+        from tritonize.export.tensorrt import build_engine, require_tensorrt
+
+        require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
+    choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(
+        s, args.out, tuple(args.variants), step, calibration=calibrations.get(s.name)))
+    table = Table(title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True,
+                  caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
+                          "b=1, b=max: p50 ms at batch 1 and the max batch; * the pick")
+    for header in ("model", "variant", "parity", "err", "top1/cos", "b=1", "b=max", "vs fp32"):
+        table.add_column(header, no_wrap=True)
+    for spec, choice in zip(specs, choices):
+        for name, r in choice["variants"].items():
+            if not r.get("built"):
+                table.add_row(spec.name, name, "[red]build failed", escape(r["error"][:60]), "", "", "", "")
+                continue
+            lat = list(r["latency"].values())
+            top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
+                    else f"{r['min_cosine']:.4f}" if r.get("min_cosine") is not None else "")
+            table.add_row(spec.name, name + (" [bold green]*" if name == choice["chosen"] else ""),
+                          "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.1e}",
+                          top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
+                          f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
+    out.print(table)
+    for spec, choice in zip(specs, choices):
+        if "calibration" in choice:
+            source = choice["calibration"]
+            seqs = f", sequence lengths {', '.join(map(str, source['seq_lens']))}" if source["seq_lens"] else ""
+            out.print(f"{spec.name}: int8_static calibrated on {escape(source['data'])} ({source['rows']} rows{seqs})",
+                      highlight=False, soft_wrap=True)
+    if args.tensorrt:
+        engines = for_each_model(specs, "TensorRT", lambda s, step: build_engine(s, args.out, args.trt_precision, step))
+        table = Table("model", "precision", "TensorRT", "GPU", "max |err| vs ORT", title="TensorRT engines")
+        for spec, info in zip(specs, engines):
+            table.add_row(spec.name, info["precision"], info["tensorrt"], info["gpu"], f"{info['parity']['max_abs_err']:.2e}")
+        out.print(table)
+    return 0

@@ -1,0 +1,49 @@
+"""`tritonize run`: the main job, every stage in order on the CPU (cli/pipeline.py), then its tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tritonize.artifacts import DEFAULT_REPOSITORY, DEFAULT_RESULTS, DEFAULT_ROOT
+from tritonize.cli.common import add_models_argument, console, out
+
+# The main job's models: every built-in ONNX model and the kernel models of the cnn and the transformer.
+DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="the main job: export, optimize, repository, real server, client check, quick benchmark")
+    add_models_argument(p, f"models (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
+    p.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY, help="repository folder (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="report root (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="export and optimize again even when artifacts are current")
+    p.add_argument("--no-bench", action="store_true", help="stop after the served check")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    from tritonize.bench.progress import RichStageProgress
+    from tritonize.cli.pipeline import RunOptions, run_bench, run_main_job
+    from tritonize.models import get_spec
+
+    opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,
+                      repository=args.repo, results=args.results, bench=not args.no_bench, force=args.force)
+    with console.status("tritonize run") as status:
+        report = run_main_job(opts, step=lambda msg: status.update(f"tritonize run: {msg}"))
+    table = Table("model", "artifacts", "served == in-process", "max |err|", "first call (ms)",
+                  title=f"served by tritonserver from {opts.repository}")
+    for row in report["served"]:
+        spec = get_spec(row["model"])
+        source = report["artifacts"].get(spec.base_model or spec.name, "")
+        table.add_row(row["model"], source, "[green]yes" if row["ok"] else "[red]no", f"{row['max_abs_err']:.2e}",
+                      f"{row['latency_ms']:.2f}")
+    out.print(table)
+    if opts.bench:
+        with RichStageProgress(console) as progress:
+            folder = run_bench(opts, progress)
+        out.print(Markdown((folder / "summary.md").read_text()))
+        out.print(f"[bold green]benchmark report[/]: {folder}")
+    return 0
