@@ -10,10 +10,10 @@ transformers files of that folder describe the pipeline, and they are checked, n
 
 `SentenceEncoder` is that pipeline as one nn.Module (BERT encoder + masked mean pooling + L2
 normalization) with plain tensors in and out, so it exports to ONNX with dynamic batch and sequence
-axes. `tokenize` gives exactly the ids and mask sentence-transformers feeds the model: the fast
-tokenizer of the folder's tokenizer.json, truncated at max_seq_length and padded to the longest
-sentence of the batch. The Triton tokenizer backend (model_repository/backends/tokenizer) uses the same
-library and file, so the server tokenizes as this module does.
+axes. Text becomes ids and mask in one place only, the Triton tokenizer backend
+(model_repository/backends/tokenizer): the fast tokenizer of the folder's tokenizer.json, truncated at
+max_seq_length and padded to the longest sentence of the request, as sentence-transformers does (the
+tests hold that against sentence-transformers itself).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,14 +182,6 @@ def pipeline() -> Pipeline:
     return read_pipeline()
 
 
-def __getattr__(name: str):
-    # MAX_SEQ_LEN comes from the package's sentence_bert_config.json, read on first use so that
-    # importing this module (say, from the registry) needs neither the package nor transformers.
-    if name == "MAX_SEQ_LEN":
-        return pipeline().max_seq_len
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def mean_pool_normalize(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """sentence-transformers' mean pooling (padding gets no weight) followed by L2 normalization."""
     weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -211,8 +202,8 @@ class SentenceEncoder(nn.Module):
         return mean_pool_normalize(hidden, attention_mask)
 
 
-def load_encoder(folder: Path | None = None) -> SentenceEncoder:
-    """The pretrained encoder from the package (or `folder`), float32, eval mode, eager attention.
+def load_encoder() -> SentenceEncoder:
+    """The pretrained encoder from the package, float32, eval mode, eager attention.
 
     Eager attention is plain matmul + softmax: it exports cleanly to ONNX and leaves the attention a
     module whose computation a custom kernel can take over. The checkpoint's pooler (a dense layer on
@@ -221,7 +212,7 @@ def load_encoder(folder: Path | None = None) -> SentenceEncoder:
     """
     from transformers import BertModel
 
-    info = read_pipeline(folder) if folder is not None else pipeline()
+    info = pipeline()
     bert, loading = BertModel.from_pretrained(
         str(info.folder), attn_implementation="eager", dtype=torch.float32,
         local_files_only=True, output_loading_info=True,
@@ -255,80 +246,13 @@ def _flash_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.transpose(1, 2).contiguous(), None
 
 
-def load_flash_encoder(folder: Path | None = None) -> SentenceEncoder:
+def load_flash_encoder() -> SentenceEncoder:
     """The same encoder and weights with its attention computed by the flash-attention kernel."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(FLASH_ATTENTION, _flash_attention)
     AttentionMaskInterface.register(FLASH_ATTENTION, AttentionMaskInterface._global_mapping["sdpa"])
-    encoder = load_encoder(folder)
+    encoder = load_encoder()
     encoder.bert.set_attn_implementation(FLASH_ATTENTION)
     return encoder
-
-
-def load_tokenizer(folder: Path | None = None, max_len: int | None = None):
-    """The model's own fast tokenizer (`tokenizers.Tokenizer` from tokenizer.json), set up as
-    sentence-transformers uses it: truncation at `max_len` (default: max_seq_length, 256) and padding
-    on the right to the longest sentence of each batch.
-
-    The `tokenizers` library, not transformers' AutoTokenizer: it is what AutoTokenizer wraps for this
-    model anyway, it loads in milliseconds without importing transformers, and it is the one library
-    the Triton tokenizer backend may use, so the in-process and served tokenization run the same code
-    on the same file. The file itself ships truncation at 128 and fixed padding to 128; both are replaced.
-    """
-    from tokenizers import Tokenizer
-
-    info = read_pipeline(folder) if folder is not None else pipeline()
-    tokenizer = Tokenizer.from_file(str(info.folder / "tokenizer.json"))
-    configure_tokenizer(tokenizer, info.max_seq_len if max_len is None else max_len)
-    return tokenizer
-
-
-def _pad_settings(tokenizer) -> tuple[int, str]:
-    padding = tokenizer.padding
-    if padding:  # the file's own padding token (for BERT: [PAD], id 0)
-        return padding["pad_id"], padding["pad_token"]
-    pad_id = tokenizer.token_to_id("[PAD]")
-    if pad_id is None:
-        raise ValueError("the tokenizer has no padding settings and no [PAD] token")
-    return pad_id, "[PAD]"
-
-
-def configure_tokenizer(tokenizer, max_len: int) -> None:
-    """Truncate at `max_len` tokens (special tokens included), pad on the right to the batch's longest."""
-    truncation = tokenizer.truncation
-    if not truncation or truncation["max_length"] != max_len or truncation["direction"] != "right":
-        tokenizer.enable_truncation(max_length=max_len, strategy="longest_first", direction="right")
-    padding = tokenizer.padding
-    if not padding or padding["length"] is not None or padding["direction"] != "right" or padding["pad_to_multiple_of"]:
-        pad_id, pad_token = _pad_settings(tokenizer)
-        tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token, length=None)
-
-
-def tokenize(texts: list[str], tokenizer, max_len: int | None = None) -> dict[str, np.ndarray]:
-    """input_ids and attention_mask, int64 [len(texts), longest sentence of this batch], as
-    sentence-transformers builds them: [CLS] text [SEP], truncated at `max_len` (default: the model's
-    max_seq_length). An empty string gives [CLS] [SEP]. The tokenizer's truncation and padding are set
-    here only when they differ from what is asked (so a shared tokenizer is not changed per call)."""
-    if isinstance(texts, str):
-        raise TypeError("tokenize takes a list of strings, not one string")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("tokenize needs at least one text")
-    configure_tokenizer(tokenizer, pipeline().max_seq_len if max_len is None else max_len)
-    encodings = tokenizer.encode_batch(texts)
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-    }
-
-
-@torch.inference_mode()
-def encode(texts: list[str], encoder: SentenceEncoder, tokenizer, batch_size: int = 32) -> np.ndarray:
-    """Embeddings float32 [len(texts), 384] of `texts`, `batch_size` sentences per forward pass."""
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = {k: torch.from_numpy(v) for k, v in tokenize(texts[start:start + batch_size], tokenizer).items()}
-        out.append(encoder(**batch).numpy())
-    return np.concatenate(out) if out else np.zeros((0, EMBEDDING_DIM), np.float32)

@@ -57,9 +57,10 @@ _SPECS = [
         inputs=(TensorSpec("x", "float32", (BATCH, 3, 24, 24)),),
         outputs=_logits(10),
         tolerances=TOLERANCES,
-        # No batching delay: with one instance, requests that arrive while it runs are batched anyway.
-        # Measured side by side on 2 cores (1 instance): a 500 us delay took the c1 p50 from 0.50 to
-        # 1.08 ms and lowered c8 throughput (4,825 vs 6,202/s); 100 us was between the two.
+        # No batching delay: with one instance, the requests that arrive while it runs queue up and are
+        # batched anyway. A delay adds its whole length to a lone request's latency, and while it waits
+        # the instance sits idle, so under load it lowers throughput too. The benchmarks' batching sweep
+        # (bench/sweep.py) measures delays against none on the machine at hand.
         serving=ServingHints(max_batch_size=64, preferred_batch_sizes=(8, 32)),
         seed=2,
     ),
@@ -109,8 +110,8 @@ def _minilm_spec() -> ModelSpec:
         name="minilm",
         description="all-MiniLM-L6-v2 (pretrained BERT encoder) + mean pooling + L2 norm: sentence embeddings",
         factory=minilm.load_encoder,
-        inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQ), kind="token_ids", vocab_size=30522),
-                TensorSpec("attention_mask", "int64", (BATCH, SEQ), kind="mask")),
+        inputs=(TensorSpec(minilm.INPUT_NAMES[0], "int64", (BATCH, SEQ), kind="token_ids", vocab_size=30522),
+                TensorSpec(minilm.INPUT_NAMES[1], "int64", (BATCH, SEQ), kind="mask")),
         outputs=(TensorSpec(minilm.OUTPUT_NAME, "float32", (BATCH, minilm.EMBEDDING_DIM)),),
         tolerances=EMBEDDING_TOLERANCES,
         serving=ServingHints(max_batch_size=32, preferred_batch_sizes=(8,)),

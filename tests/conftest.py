@@ -7,9 +7,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tritonize.models import get_spec, model_names  # noqa: E402
+from tritonize.models import get_spec, minilm, model_names  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,58 @@ def server(cpu_repository):
 
     with TritonServer(cpu_repository) as s:
         yield s
+
+
+# all-MiniLM-L6-v2 text to ids and mask, as sentence-transformers does it: the reference the MiniLM
+# tests compare the encoder, its ONNX variants and the Triton tokenizer backend with (tritonize itself
+# tokenizes only in that backend). The `tokenizers` library on the folder's tokenizer.json, as the
+# backend uses it: it is what transformers' AutoTokenizer wraps for this model anyway.
+
+def _load_minilm_tokenizer():
+    """The model's fast tokenizer, truncating at max_seq_length (256) and padding on the right to the
+    longest sentence of each batch; the file itself ships truncation at 128 and fixed padding to 128."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm.model_folder() / "tokenizer.json"))
+    _configure_minilm_tokenizer(tokenizer, minilm.pipeline().max_seq_len)
+    return tokenizer
+
+
+def _configure_minilm_tokenizer(tokenizer, max_len):
+    """Truncate at `max_len` tokens (special tokens included), pad on the right to the batch's longest;
+    set only where they differ, so a shared tokenizer is not changed per call."""
+    truncation = tokenizer.truncation
+    if not truncation or truncation["max_length"] != max_len or truncation["direction"] != "right":
+        tokenizer.enable_truncation(max_length=max_len, strategy="longest_first", direction="right")
+    padding = tokenizer.padding
+    if not padding or padding["length"] is not None or padding["direction"] != "right" or padding["pad_to_multiple_of"]:
+        if padding:  # the file's own padding token (for BERT: [PAD], id 0)
+            pad_id, pad_token = padding["pad_id"], padding["pad_token"]
+        else:
+            pad_id, pad_token = tokenizer.token_to_id("[PAD]"), "[PAD]"
+            assert pad_id is not None, "the tokenizer has no padding settings and no [PAD] token"
+        tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token, length=None)
+
+
+def _minilm_tokenize(texts, tokenizer, max_len=None):
+    """input_ids and attention_mask, int64 [len(texts), longest sentence of this batch]: [CLS] text
+    [SEP], truncated at `max_len` (default: the model's max_seq_length); "" gives [CLS] [SEP]."""
+    assert not isinstance(texts, str) and len(texts) > 0
+    _configure_minilm_tokenizer(tokenizer, minilm.pipeline().max_seq_len if max_len is None else max_len)
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+
+
+@pytest.fixture(scope="session")
+def load_minilm_tokenizer():
+    """load_minilm_tokenizer() -> a new all-MiniLM-L6-v2 tokenizer, set up as sentence-transformers uses it."""
+    return _load_minilm_tokenizer
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenize():
+    """minilm_tokenize(texts, tokenizer, max_len=None) -> {"input_ids", "attention_mask"} int64 arrays."""
+    return _minilm_tokenize

