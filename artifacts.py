@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # the CLI reads the names below without importing the models
-    from tritonize.models.spec import ModelSpec
+    from .models.spec import ModelSpec
 
 # Every file and folder name a stage writes, in one place: the stages and the CLI import them from here.
 DEFAULT_ROOT = Path("artifacts")  # artifacts/<model>/: what export and optimize write

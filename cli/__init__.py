@@ -1,4 +1,4 @@
 """The `tritonize` command line: a main that registers one module per subcommand."""
-from tritonize.cli.main import main
+from .main import main
 
 __all__ = ["main"]

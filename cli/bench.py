@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonize.artifacts import DEFAULT_RESULTS, DEFAULT_ROOT
-from tritonize.cli.common import add_models_argument, console, out
+from ..artifacts import DEFAULT_RESULTS, DEFAULT_ROOT
+from .common import add_models_argument, console, out
 
 
 def register(sub) -> None:
@@ -43,9 +43,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.markdown import Markdown
 
-    from tritonize.bench.progress import RichStageProgress
-    from tritonize.bench.suite import SuiteOptions, parse_slo, run_suite
-    from tritonize.models import model_names
+    from ..bench.progress import RichStageProgress
+    from ..bench.suite import SuiteOptions, parse_slo, run_suite
+    from ..models import model_names
 
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=args.models or model_names("onnx"), artifacts=args.artifacts, results_root=args.results,

@@ -18,7 +18,7 @@ class CliError(Exception):
 
 def specs(names: list[str], runtime: str | None = "onnx") -> list:
     """The ModelSpecs named (every model of `runtime` when none is)."""
-    from tritonize.models import get_spec, model_names
+    from ..models import get_spec, model_names
 
     return [get_spec(n) for n in (names or model_names(runtime))]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonize.artifacts import DEFAULT_ROOT
-from tritonize.cli.common import add_models_argument, for_each_model, out, specs
+from ..artifacts import DEFAULT_ROOT
+from .common import add_models_argument, for_each_model, out, specs
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from tritonize.export.stage import export_model
+    from ..export.stage import export_model
 
     manifests = for_each_model(specs(args.models), "exporting",
                                lambda s, step: export_model(s, args.out, args.exporter, args.opset, step))

@@ -10,15 +10,14 @@ import argparse
 import statistics
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from tritonize.client import DEFAULT_URL
+from ..client import DEFAULT_URL
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from tritonize.client import ModelInfo, TritonClient
+    from ..client import ModelInfo, TritonClient
 
 SHOWN_VALUES = 5
 DESCRIPTION = """Send a request to a running Triton server over gRPC; print the outputs and the latency.
@@ -58,7 +57,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tritonize.client import TritonClient
+    from ..client import TritonClient
 
     if args.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
@@ -111,7 +110,7 @@ def load_inputs(sources: list[str], info: ModelInfo, batch: int, seq: int | None
     """The request's arrays from --input values (checked against the model later, by the client)."""
     import numpy as np
 
-    from tritonize.client.examples import random_inputs
+    from ..client.examples import random_inputs
 
     if sources == ["random"]:
         return random_inputs(info, batch, seq, np.random.default_rng(seed))

@@ -7,14 +7,15 @@ and `tritonize <command> --help` answer at once; each command imports its stage 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from rich.markup import escape
 
-from tritonize.cli.common import CliError, console
+from . import bench, export, infer, optimize, repo, run, serve
+from .common import CliError, console
 
-COMMANDS = ("export", "optimize", "repo", "serve", "infer", "bench", "run")
+# In the order `tritonize --help` lists them: the stages in the order they run, then the main job.
+COMMANDS = {module.__name__.rpartition(".")[2]: module for module in (export, optimize, repo, serve, infer, bench, run)}
 
 # The errors a user can fix, by the module that defines them: the message is printed without a
 # traceback and the exit code is 2. Only the modules a command has loaded can have raised one, so
@@ -40,8 +41,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritonize", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        importlib.import_module(f"tritonize.cli.{command}").register(sub)
+    for module in COMMANDS.values():
+        module.register(sub)
     return parser
 
 

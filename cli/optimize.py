@@ -6,9 +6,9 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from tritonize.artifacts import DEFAULT_ROOT, VARIANTS
-from tritonize.cli.common import CliError, add_models_argument, console, for_each_model, out
-from tritonize.cli.common import specs as models
+from ..artifacts import DEFAULT_ROOT, VARIANTS
+from .common import CliError, add_models_argument, console, for_each_model, out
+from .common import specs as models
 
 
 def register(sub) -> None:
@@ -30,7 +30,7 @@ def _calibrations(chosen, path: Path | None, variants: list[str]) -> dict:
     all checked before any work; models without a file are calibrated on example inputs."""
     if path is None:
         return {}
-    from tritonize.export.calibration import Calibration
+    from ..export.calibration import Calibration
 
     if "int8_static" not in variants:
         raise CliError(f"--calibration sets the int8_static variant's activation ranges, but --variants leaves it "
@@ -56,12 +56,12 @@ def run(args) -> int:
     from rich import box
     from rich.table import Table
 
-    from tritonize.export.optimize import optimize_model
+    from ..export.optimize import optimize_model
 
     specs = models(args.models)
     calibrations = _calibrations(specs, args.calibration, args.variants)
     if args.tensorrt:
-        from tritonize.export.tensorrt import build_engine, require_tensorrt
+        from ..export.tensorrt import build_engine, require_tensorrt
 
         require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
     choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(

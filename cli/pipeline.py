@@ -12,17 +12,25 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.artifacts import (DEFAULT_REPOSITORY, DEFAULT_ROOT, DEFAULT_RESULTS, INDEX_FILE, ONNX_FILE, ArtifactError,                                  check_replaceable, load_manifest, model_dir)
-from tritonize.export.optimize import VARIANTS, optimize_model
-from tritonize.export.parity import ParityError
-from tritonize.export.runtime import ort_session, run_ort
-from tritonize.export.runtime import run_torch
-from tritonize.export.stage import export_model, load_module
-from tritonize.models import get_spec
-from tritonize.model_repository.writer import build_repository
-from tritonize.cli.run import DEFAULT_MODELS
-from tritonize.serving.server import TritonServer
-
+from ..artifacts import (
+    DEFAULT_REPOSITORY,
+    DEFAULT_RESULTS,
+    DEFAULT_ROOT,
+    INDEX_FILE,
+    ONNX_FILE,
+    ArtifactError,
+    check_replaceable,
+    load_manifest,
+    model_dir,
+)
+from ..export.optimize import VARIANTS, optimize_model
+from ..export.parity import ParityError
+from ..export.runtime import ort_session, run_ort, run_torch
+from ..export.stage import export_model, load_module
+from ..model_repository.writer import build_repository
+from ..models import get_spec
+from ..serving.server import TritonServer
+from .run import DEFAULT_MODELS
 
 
 @dataclass
@@ -71,7 +79,7 @@ def _reference(spec, artifacts: Path, repository: Path):
 
 def check_served(server: TritonServer, artifacts: Path, repository: Path, names: list[str]) -> list[dict]:
     """One request per model through `tritonize.client`, compared with its in-process twin."""
-    from tritonize.client import TritonClient
+    from ..client import TritonClient
 
     rows = []
     rng = np.random.default_rng()
@@ -95,7 +103,7 @@ def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None)
     # What would fail only after minutes of exporting fails now.
     check_replaceable(opts.repository, INDEX_FILE)
     if opts.bench:
-        from tritonize.bench.suite import check_results_root
+        from ..bench.suite import check_results_root
 
         check_results_root(opts.results)
     report: dict = {"artifacts": {}}
@@ -119,7 +127,7 @@ def run_main_job(opts: RunOptions, step: Callable[[str], None] = lambda _: None)
 def run_bench(opts: RunOptions, progress) -> Path:
     """The quick benchmark of the run's ONNX models (a kernel model's base stands in for it: the
     kernels run in Triton's interpreter on a CPU, checked in the tests but not timed)."""
-    from tritonize.bench.suite import SuiteOptions, run_suite
+    from ..bench.suite import SuiteOptions, run_suite
 
     bases = list(dict.fromkeys(s.base_model or s.name for s in map(get_spec, opts.models)))
     suite = SuiteOptions.quick_defaults(models=bases, artifacts=opts.artifacts, results_root=opts.results)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonize.artifacts import DEFAULT_REPOSITORY, DEFAULT_ROOT
-from tritonize.cli.common import CliError, console, out
-from tritonize.cli.common import specs as models
+from ..artifacts import DEFAULT_REPOSITORY, DEFAULT_ROOT
+from .common import CliError, console, out
+from .common import specs as models
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from tritonize.model_repository.writer import build_repository
+    from ..model_repository.writer import build_repository
 
     specs = models(args.models, runtime=None)
     overrides = {}

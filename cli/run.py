@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonize.artifacts import DEFAULT_REPOSITORY, DEFAULT_RESULTS, DEFAULT_ROOT
-from tritonize.cli.common import add_models_argument, console, out
+from ..artifacts import DEFAULT_REPOSITORY, DEFAULT_RESULTS, DEFAULT_ROOT
+from .common import add_models_argument, console, out
 
 # The main job's models: every built-in ONNX model and the kernel models of the cnn and the transformer.
 DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
@@ -25,9 +25,9 @@ def run(args) -> int:
     from rich.markdown import Markdown
     from rich.table import Table
 
-    from tritonize.bench.progress import RichStageProgress
-    from tritonize.cli.pipeline import RunOptions, run_bench, run_main_job
-    from tritonize.models import get_spec
+    from ..bench.progress import RichStageProgress
+    from ..models import get_spec
+    from .pipeline import RunOptions, run_bench, run_main_job
 
     opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,
                       repository=args.repo, results=args.results, bench=not args.no_bench, force=args.force)

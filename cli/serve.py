@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonize.artifacts import DEFAULT_REPOSITORY
-from tritonize.cli.common import CliError, console, out
+from ..artifacts import DEFAULT_REPOSITORY
+from .common import CliError, console, out
 
 
 def register(sub) -> None:
@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 
 def _placement(server_cpus: str | None, instance_cpus: str | None, stubs_alone: bool):
-    from tritonize.serving.placement import Placement
+    from ..serving.placement import Placement
 
     if (server_cpus is None) != (instance_cpus is None):
         raise CliError("--server-cpus and --instance-cpus go together (e.g. --server-cpus 0 --instance-cpus 1), "
@@ -47,8 +47,8 @@ def run(args) -> int:
     import signal
     import threading
 
-    from tritonize.serving.idle import poll_idle
-    from tritonize.serving.server import TritonServer
+    from ..serving.idle import poll_idle
+    from ..serving.server import TritonServer
 
     server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout,

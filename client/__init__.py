@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_URL", *_WHERE]
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
 
 
 def __dir__() -> list[str]:

@@ -10,13 +10,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tritonize.client.core import (CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore,
-                                   is_in_use)
-from tritonize.client.endpoints import Endpoint, EndpointRing
-from tritonize.client.model_info import ModelInfo
-from tritonize.client.request import (Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare,
-                                      read_outputs)
-from tritonize.client.shared_memory import Layout
+from .core import CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore, is_in_use
+from .endpoints import Endpoint, EndpointRing
+from .model_info import ModelInfo
+from .request import Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare, read_outputs
+from .shared_memory import Layout
 
 T = TypeVar("T")
 

@@ -12,12 +12,12 @@ from typing import Sequence
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
-from tritonize.client import DEFAULT_URL
-from tritonize.client.endpoints import Endpoint, EndpointRing, normalize_url
-from tritonize.client.errors import NotReadyError
-from tritonize.client.model_info import ModelInfo
-from tritonize.client.request import Request
-from tritonize.client.retry import Attempts, RetryPolicy
+from . import DEFAULT_URL
+from .endpoints import Endpoint, EndpointRing, normalize_url
+from .errors import NotReadyError
+from .model_info import ModelInfo
+from .request import Request
+from .retry import Attempts, RetryPolicy
 
 # Triton refuses to unregister a region a request still uses; how long close() keeps asking.
 UNREGISTER_WAIT_S = 2.0

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from tritonize.client.shared_memory import RegionPool
+from .shared_memory import RegionPool
 
 DEFAULT_PORT = 8001  # tritonserver's gRPC port
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tritonize.client.model_info import ModelInfo, TensorInfo
+from .model_info import ModelInfo, TensorInfo
 
 DEFAULT_SEQ = 16  # the size of a variable axis when none is given
 ID_WORDS = ("id", "token", "index", "label")
@@ -36,7 +36,7 @@ def random_inputs(info: ModelInfo, batch: int = 1, seq: int | None = None,
 
 def _registry_inputs(info: ModelInfo, batch: int, seq: int | None, rng) -> dict[str, np.ndarray] | None:
     """The registry's example when it names this model with the same inputs as the server reports."""
-    from tritonize.models import registry
+    from ..models import registry
 
     spec = registry.REGISTRY.get(info.name)
     if spec is None:

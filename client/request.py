@@ -10,8 +10,8 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from tritonize.client.errors import RequestError
-from tritonize.client.model_info import ModelInfo, TensorInfo
+from .errors import RequestError
+from .model_info import ModelInfo, TensorInfo
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray]]
 TEXT_KINDS = ("O", "S", "U")  # numpy kinds a BYTES tensor accepts: objects (str/bytes), bytes, str

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from tritonclient.utils import InferenceServerException
 
-from tritonize.client.errors import DEADLINE_EXCEEDED, InferTimeoutError, UnavailableError
+from .errors import DEADLINE_EXCEEDED, InferTimeoutError, UnavailableError
 
 RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
 

@@ -24,7 +24,7 @@ import numpy as np
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import serialize_byte_tensor
 
-from tritonize.client.request import Request, wire_array
+from .request import Request, wire_array
 
 ALIGN = 64  # each tensor starts on a cache line
 MIN_REGION_BYTES = 64 * 1024

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.models.spec import ModelSpec
+from ..models.spec import ModelSpec
 
 BATCHES = 8  # of example inputs
 ROWS = 8  # per batch

@@ -12,7 +12,7 @@ import onnx
 import torch
 from torch.export import Dim
 
-from tritonize.models.spec import ModelSpec
+from ..models.spec import ModelSpec
 
 EXPORTERS = ("auto", "dynamo", "legacy")
 ONNX_DTYPES = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,

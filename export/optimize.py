@@ -26,13 +26,23 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from tritonize.artifacts import CHOICE_FILE, ONNX_FILE, VARIANTS, VARIANTS_DIR, atomic_dir, load_manifest, model_dir, update_manifest, write_json
-from tritonize.export.calibration import Calibration
-from tritonize.export.parity import agreement_cases, check_parity
-from tritonize.export.runtime import ort_session, run_ort, run_torch
-from tritonize.export.stage import load_module
-from tritonize.models.spec import ModelSpec
-from tritonize.timing import measure_latency
+from ..artifacts import (
+    CHOICE_FILE,
+    ONNX_FILE,
+    VARIANTS,
+    VARIANTS_DIR,
+    atomic_dir,
+    load_manifest,
+    model_dir,
+    update_manifest,
+    write_json,
+)
+from ..models.spec import ModelSpec
+from ..timing import measure_latency
+from .calibration import Calibration
+from .parity import agreement_cases, check_parity
+from .runtime import ort_session, run_ort, run_torch
+from .stage import load_module
 
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.models.spec import ModelSpec, Tolerance
+from ..models.spec import ModelSpec, Tolerance
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

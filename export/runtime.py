@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from tritonize.models.spec import ModelSpec
+from ..models.spec import ModelSpec
 
 
 def ort_session(path: Path, threads: int = 0, spin: bool = True) -> ort.InferenceSession:

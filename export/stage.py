@@ -8,12 +8,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tritonize.artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
-from tritonize.export.onnx_export import export_onnx
-from tritonize.export.parity import ParityError, check_parity
-from tritonize.export.runtime import ort_session, run_ort, run_torch
-from tritonize.models.spec import ModelSpec
-
+from ..artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
+from ..models.spec import ModelSpec
+from .onnx_export import export_onnx
+from .parity import ParityError, check_parity
+from .runtime import ort_session, run_ort, run_torch
 
 Step = Callable[[str], None]
 

@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.artifacts import ENGINE_FILE, ENGINE_INFO, ONNX_FILE, load_manifest, model_dir, update_manifest, write_json
-from tritonize.export.parity import ParityError, check_parity
-from tritonize.export.runtime import ort_session, run_ort
-from tritonize.models.spec import BATCH, SEQ, ModelSpec
+from ..artifacts import ENGINE_FILE, ENGINE_INFO, ONNX_FILE, load_manifest, model_dir, update_manifest, write_json
+from ..models.spec import BATCH, SEQ, ModelSpec
+from .parity import ParityError, check_parity
+from .runtime import ort_session, run_ort
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 TIMING_CACHE = "timing.cache"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonize.models.spec import ModelSpec, TensorSpec
+from ..models.spec import ModelSpec, TensorSpec
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,30 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tritonize.artifacts import DEFAULT_REPOSITORY, ENGINE_FILE, INDEX_FILE, ONNX_FILE, WEIGHTS_FILE, ArtifactError, atomic_dir, load_manifest, write_json
-from tritonize.export.optimize import check_variant_names, chosen_variant, variant_path
-from tritonize.export.tensorrt import built_engine, engine_info
-from tritonize.models import get_spec
-from tritonize.models.spec import ModelSpec
-from tritonize.model_repository.config import (TARGETS, TEXT_SUFFIX, TOKENIZER_SUFFIX, build_config,
-                                        build_text_ensemble_config, build_tokenizer_config, to_pbtxt)
+from ..artifacts import (
+    DEFAULT_REPOSITORY,
+    ENGINE_FILE,
+    INDEX_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    atomic_dir,
+    load_manifest,
+    write_json,
+)
+from ..export.optimize import check_variant_names, chosen_variant, variant_path
+from ..export.tensorrt import built_engine, engine_info
+from ..models import get_spec
+from ..models.spec import ModelSpec
+from .config import (
+    TARGETS,
+    TEXT_SUFFIX,
+    TOKENIZER_SUFFIX,
+    build_config,
+    build_text_ensemble_config,
+    build_tokenizer_config,
+    to_pbtxt,
+)
 
 BACKENDS = Path(__file__).parent / "backends"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-_WHERE = {name: "tritonize.models.registry" for name in ("REGISTRY", "UnknownModelError", "get_spec", "model_names")}
-_WHERE |= {name: "tritonize.models.spec" for name in ("BATCH", "SEQ", "ModelSpec", "ServingHints", "TensorSpec",
+_WHERE = {name: ".registry" for name in ("REGISTRY", "UnknownModelError", "get_spec", "model_names")}
+_WHERE |= {name: ".spec" for name in ("BATCH", "SEQ", "ModelSpec", "ServingHints", "TensorSpec",
                                                      "Tolerance")}
 __all__ = list(_WHERE)
 
@@ -17,7 +17,7 @@ __all__ = list(_WHERE)
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)
 
 
 def __dir__() -> list[str]:

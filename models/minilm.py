@@ -239,7 +239,7 @@ def _flash_attention(module, query, key, value, attention_mask, scaling=None, dr
     query/key/value arrive as [batch, heads, seq, head_dim]; the mask as transformers' SDPA-style
     boolean [batch, 1, q_len, kv_len] (True = attend), which for this bidirectional encoder is the
     key-padding mask repeated over queries, so its first row is what the kernel takes."""
-    from tritonize.kernels.flash_attention import flash_attention
+    from ..kernels.flash_attention import flash_attention
 
     keep = None if attention_mask is None else attention_mask[:, 0, 0, :].to(torch.bool)
     out = flash_attention(query, key, value, sm_scale=scaling, key_padding_mask=keep)

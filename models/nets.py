@@ -40,7 +40,7 @@ class FusedConvReluPool(ConvReluPool):
     """The same block (same parameters) run by the fused Triton kernel: the conv output never hits memory."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from tritonize.kernels.conv_relu_pool import conv2d_relu_maxpool2d
+        from ..kernels.conv_relu_pool import conv2d_relu_maxpool2d
 
         return conv2d_relu_maxpool2d(x, self.conv.weight, self.conv.bias, self.conv.padding[0])
 
@@ -79,7 +79,7 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_paddin
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
     """The same attention through the flash-attention Triton kernel (padded keys get no weight)."""
-    from tritonize.kernels.flash_attention import flash_attention as kernel
+    from ..kernels.flash_attention import flash_attention as kernel
 
     return kernel(q, k, v, key_padding_mask=key_padding_mask)
 

@@ -1,16 +1,15 @@
 """The registry: every model tritonize knows, each described once."""
 from __future__ import annotations
 
-from typing import Callable
-
 import dataclasses
 import functools
+from typing import Callable
 
 import torch
 from torch import nn
 
-from tritonize.models import minilm, nets
-from tritonize.models.spec import BATCH, SEQ, ModelSpec, ServingHints, TensorSpec, TextFrontend, Tolerance
+from . import minilm, nets
+from .spec import BATCH, SEQ, ModelSpec, ServingHints, TensorSpec, TextFrontend, Tolerance
 
 FP32 = Tolerance(atol=1e-4, rtol=1e-3)
 # Dynamic INT8 quantization moves logits by a few hundredths; the bound catches a broken graph, the

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tritonize.model_repository.config import INSTANCE_HOST_POLICY
+from ..model_repository.config import INSTANCE_HOST_POLICY
 
 
 def available_cpus() -> frozenset[int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import util as import_util
 from pathlib import Path
 
-from tritonize.serving.placement import Placement
+from .placement import Placement
 
 HOST = "127.0.0.1"
 INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "

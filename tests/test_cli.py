@@ -13,7 +13,7 @@ HEAVY = ("torch", "onnxruntime", "onnx", "tritonclient", "numpy", "matplotlib", 
 def test_every_command_is_registered_from_its_own_module():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert tuple(sub.choices) == COMMANDS
+    assert tuple(sub.choices) == tuple(COMMANDS)
     for name, command in sub.choices.items():
         assert command.get_default("func").__module__ == f"tritonize.cli.{name}"
 
