@@ -92,7 +92,7 @@ def _verdict(row: dict) -> dict:
 
 
 def conv_rows(mode: Mode) -> list[dict]:
-    from tritonize.kernels.conv_relu_pool import conv2d_relu_maxpool2d
+    from ..kernels.conv_relu_pool import conv2d_relu_maxpool2d
 
     rows = []
     for name, n, cin, cout, hw, k in mode.conv_shapes:
@@ -132,7 +132,7 @@ def _sdpa_ms(mode: Mode, q, k, v, causal: bool, backend) -> float | None:
 def attention_rows(mode: Mode) -> list[dict]:
     from torch.nn.attention import SDPBackend
 
-    from tritonize.kernels.flash_attention import flash_attention
+    from ..kernels.flash_attention import flash_attention
 
     backends = (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
                 ("efficient", SDPBackend.EFFICIENT_ATTENTION))

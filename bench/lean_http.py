@@ -1,12 +1,11 @@
 """A lean HTTP/1.1 sender for load runs, so that the load generator is not what gets measured.
 
-tritonclient's Python clients spend 80-150 us of CPU per request on this kind of machine (gRPC core
-and Python around it), as much as the server spends serving a small model; on a 2-core box the load
-generator then shares the cores it loads and caps the throughput it can show. perf_analyzer avoids
-that by being C++. This sender does the least a client can: the request (KServe v2 `infer` with
-Triton's binary tensor extension) is encoded once, and each call is one `sendall` on a kept-alive
-socket and a read of the response by its Content-Length: 15-25 us of CPU per request here, the load
-generator's own threads and counting included.
+tritonclient's Python clients spend about as much CPU per request (gRPC core and Python around it)
+as the server spends serving a small model; on a small box the load generator then shares the cores
+it loads and caps the throughput it can show. perf_analyzer avoids that by being C++. This sender
+does the least a client can: the request (KServe v2 `infer` with Triton's binary tensor extension)
+is encoded once, and each call is one `sendall` on a kept-alive socket and a read of the response by
+its Content-Length, a fraction of tritonclient's CPU per request.
 
 Each response's status is checked; the first one is also parsed in full and must carry the requested
 outputs, so a run that succeeds answered the request it claims to.

@@ -13,14 +13,35 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from tritonize.timing import percentiles
+from ..timing import percentiles
+from .record import Record
 
 Sender = Callable[[], None]
+
+
+@dataclass
+class LoadSummary(Record):
+    """A load run without its samples: the counts, the client-side latency percentiles (ms) and the
+    throughput of answered requests."""
+    mode: str
+    level: float  # concurrency (closed loop) or target rate in requests/s (open loop)
+    sent: int
+    ok: int
+    errors: int
+    duration_s: float
+    first_errors: list[str]
+    max_lag_ms: float
+    throughput_rps: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
 
 
 @dataclass
@@ -39,10 +60,12 @@ class LoadResult:
     def throughput_rps(self) -> float:
         return self.ok / self.duration_s if self.duration_s > 0 else 0.0
 
-    def summary(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
-        return {**out, "throughput_rps": self.throughput_rps, **percentiles(self.latencies_ms),
-                "mean_ms": float(np.mean(self.latencies_ms)) if self.latencies_ms else float("nan")}
+    def summary(self) -> LoadSummary:
+        return LoadSummary(mode=self.mode, level=float(self.level), sent=self.sent, ok=self.ok, errors=self.errors,
+                           duration_s=self.duration_s, first_errors=list(self.first_errors),
+                           max_lag_ms=self.max_lag_ms, throughput_rps=self.throughput_rps,
+                           **percentiles(self.latencies_ms),
+                           mean_ms=float(np.mean(self.latencies_ms)) if self.latencies_ms else float("nan"))
 
 
 class _Tally:

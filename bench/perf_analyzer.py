@@ -19,11 +19,14 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tritonize.models.spec import ModelSpec
+from ..models.spec import ModelSpec
+from .record import Record
+from .served import ServerTimes
 
 BINARY = "perf_analyzer"
 INSTALL_HINT = ("get perf_analyzer from NVIDIA's SDK container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk) or "
@@ -32,10 +35,11 @@ INSTALL_HINT = ("get perf_analyzer from NVIDIA's SDK container (nvcr.io/nvidia/t
 WINDOWS = 3  # the fewest its stability check looks at
 STABILITY_PERCENT = 1000  # any three windows pass: the run is bounded by time, not by how steady the host is
 # perf_analyzer's CSV layout (`-f`, times in us), read here and written by the report for our own rows:
-# its column names, and the keys of our rows that hold the same measure (latencies in ms there).
+# its column names, and the attributes of our rows that hold the same measure (latencies in ms there;
+# the server's columns are attributes of ServerTimes).
 LATENCY_COLUMNS = {f"p{p} latency": f"p{p}_ms" for p in (50, 90, 95, 99)}
-SERVER_COLUMNS = {"Server Queue": "server_queue_us", "Server Compute Input": "server_compute_input_us",
-                  "Server Compute Infer": "server_compute_infer_us", "Server Compute Output": "server_compute_output_us"}
+SERVER_COLUMNS = {"Server Queue": "queue_us", "Server Compute Input": "compute_input_us",
+                  "Server Compute Infer": "compute_infer_us", "Server Compute Output": "compute_output_us"}
 COLUMNS = ["Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv", *SERVER_COLUMNS,
            "Client Recv", *LATENCY_COLUMNS, "Avg latency"]
 LEVEL_COLUMNS = ("Concurrency", "Request Rate")  # the first column: closed loop or fixed rate
@@ -44,6 +48,28 @@ REQUIRED_COLUMNS = ("Inferences/Second", *LATENCY_COLUMNS)
 
 class PerfAnalyzerFailed(RuntimeError):
     pass
+
+
+@dataclass
+class PerfAnalyzerMeasurement(Record):
+    """One row of perf_analyzer's CSV: latencies in ms as in our rows; the server's breakdown in us
+    where the CSV has all four of its columns, else None (nothing invented)."""
+    mode: str  # "closed" (a concurrency level) or "open" (a request rate)
+    level: float
+    infer_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    server: ServerTimes | None = None
+
+
+@dataclass(kw_only=True)
+class PerfAnalyzerRow(PerfAnalyzerMeasurement):
+    """A measurement of perf_analyzer on a served model, beside our own rows of it."""
+    model: str
+    protocol: str
+    client: str = BINARY
 
 
 def find_binary(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -83,7 +109,7 @@ def command(binary: Path, model: str, url: str, protocol: str, level: int, data_
             "--max-trials", str(WINDOWS), "--stability-percentage", str(STABILITY_PERCENT), "-f", str(csv_file)]
 
 
-def parse_csv(text: str) -> list[dict]:
+def parse_csv(text: str) -> list[PerfAnalyzerMeasurement]:
     """Rows of a perf_analyzer `-f` CSV, by column name (versions add columns), in order of level:
     latencies in ms as in our rows, the server's breakdown in us."""
     reader = csv.DictReader(io.StringIO(text))
@@ -96,18 +122,20 @@ def parse_csv(text: str) -> list[dict]:
                          f"(its header: {','.join(header) or 'none'})")
     rows = []
     for line in reader:
-        row = {"mode": "closed" if level_column == "Concurrency" else "open", "level": float(line[level_column]),
-               "infer_per_s": float(line["Inferences/Second"]),
-               **{key: float(line[column]) / 1e3 for column, key in LATENCY_COLUMNS.items()}}
-        row.update({key: float(line[column]) for column, key in SERVER_COLUMNS.items() if line.get(column)})
-        rows.append(row)
+        server = None
+        if all(line.get(column) for column in SERVER_COLUMNS):
+            server = ServerTimes(**{key: float(line[column]) for column, key in SERVER_COLUMNS.items()})
+        rows.append(PerfAnalyzerMeasurement(
+            mode="closed" if level_column == "Concurrency" else "open", level=float(line[level_column]),
+            infer_per_s=float(line["Inferences/Second"]),
+            **{key: float(line[column]) / 1e3 for column, key in LATENCY_COLUMNS.items()}, server=server))
     if not rows:
         raise ValueError("the perf_analyzer CSV has a header and no measurement")
-    return sorted(rows, key=lambda r: r["level"])
+    return sorted(rows, key=lambda r: r.level)
 
 
 def run_levels(binary: Path, url: str, protocol: str, spec: ModelSpec, levels: tuple[int, ...], duration_s: float,
-               work: Path) -> list[dict]:
+               work: Path) -> list[PerfAnalyzerRow]:
     """perf_analyzer on the served model of `spec` at each concurrency level, one run each; a run that
     fails raises PerfAnalyzerFailed with its command and the end of its output."""
     model = spec.name
@@ -128,6 +156,5 @@ def run_levels(binary: Path, url: str, protocol: str, spec: ModelSpec, levels: t
             raise PerfAnalyzerFailed(f"perf_analyzer exited with {done.returncode} on {model} at concurrency {level}"
                                      f"{'' if done.returncode else ' without writing its CSV'}: {tail}\n"
                                      f"command: {' '.join(cmd)}")
-        for row in parse_csv(csv_file.read_text()):
-            rows.append({"model": model, "protocol": protocol, "client": BINARY, **row})
+        rows += [PerfAnalyzerRow(**vars(m), model=model, protocol=protocol) for m in parse_csv(csv_file.read_text())]
     return rows

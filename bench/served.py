@@ -10,16 +10,18 @@ compute infer and compute output, the numbers perf_analyzer reports beside the c
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tritonize.bench.host_cpu import busy_fractions, core_times
-from tritonize.bench.lean_http import LeanHttpSender
-from tritonize.bench.loadgen import LoadResult, closed_loop, open_loop
-from tritonize.models.spec import ModelSpec
+from ..models.spec import ModelSpec
+from .host_cpu import busy_fractions, core_times
+from .lean_http import LeanHttpSender
+from .loadgen import LoadResult, LoadSummary, closed_loop, open_loop
+from .record import Record
 
 TRITONCLIENTS = {"grpc": grpcclient, "http": httpclient}
 LEAN_HTTP = "http-lean"
@@ -78,60 +80,95 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
     return make
 
 
-def model_statistics(grpc_url: str, model: str) -> dict:
+@dataclass
+class ServerCounts:
+    """Triton's cumulative statistics for one model (all versions summed): counts and nanoseconds per stage."""
+    inference_count: int = 0
+    execution_count: int = 0
+    success_count: int = 0
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+    def plus(self, before: "ServerCounts", after: "ServerCounts") -> "ServerCounts":
+        """These counts plus what the server did between two snapshots, for measurements made in pieces."""
+        return ServerCounts(**{f.name: getattr(self, f.name) + getattr(after, f.name) - getattr(before, f.name)
+                               for f in fields(self)})
+
+
+@dataclass
+class ServerTimes(Record):
+    """Per-request microseconds the server spent in each stage (Triton's statistics, or perf_analyzer's CSV)."""
+    queue_us: float
+    compute_input_us: float
+    compute_infer_us: float
+    compute_output_us: float
+
+
+@dataclass
+class ServerBreakdown(ServerTimes):
+    """The server's side of a measurement: its stage times, the requests it answered, the model
+    executions it made for them and the mean batch the dynamic batcher formed (inferences per execution)."""
+    requests: int
+    executions: int
+    mean_batch: float
+
+
+@dataclass(kw_only=True)
+class ServedRow(LoadSummary):
+    """One load run against a served model: the client's view (LoadSummary), inferences per second
+    (requests x batch), the server's breakdown and each host core's busy share over the run."""
+    model: str
+    protocol: str
+    batch: int
+    infer_per_s: float
+    server: ServerBreakdown
+    cores_busy: dict[str, float]
+
+
+def model_statistics(grpc_url: str, model: str) -> ServerCounts:
     """Cumulative counts and nanoseconds for `model` (all versions summed) from the statistics API."""
     stats = grpcclient.InferenceServerClient(grpc_url).get_inference_statistics(model, as_json=True)
-    total = zero_statistics()
+    total = ServerCounts()
     for entry in stats.get("model_stats", []):
-        total["inference_count"] += int(entry.get("inference_count", 0))
-        total["execution_count"] += int(entry.get("execution_count", 0))
+        total.inference_count += int(entry.get("inference_count", 0))
+        total.execution_count += int(entry.get("execution_count", 0))
         infer = entry.get("inference_stats", {})
-        total["success_count"] += int(infer.get("success", {}).get("count", 0))
+        total.success_count += int(infer.get("success", {}).get("count", 0))
         for s in STAGES:
-            total[f"{s}_ns"] += int(infer.get(s, {}).get("ns", 0))
+            setattr(total, f"{s}_ns", getattr(total, f"{s}_ns") + int(infer.get(s, {}).get("ns", 0)))
     return total
 
 
-def zero_statistics() -> dict:
-    """What `model_statistics` reads for a model that has answered nothing."""
-    return {"inference_count": 0, "execution_count": 0, "success_count": 0, **{f"{s}_ns": 0 for s in STAGES}}
-
-
-def add_statistics(total: dict, before: dict, after: dict) -> dict:
-    """`total` plus what the server did between two snapshots, for measurements made in pieces."""
-    return {k: total[k] + after[k] - before[k] for k in total}
-
-
-def settled_statistics(grpc_url: str, model: str, answered: int, timeout_s: float = 3.0) -> dict:
+def settled_statistics(grpc_url: str, model: str, answered: int, timeout_s: float = 3.0) -> ServerCounts:
     """Statistics once the server's success count reaches `answered` (bounded wait): Triton records
     a request just after sending its response, so the last few can lag behind the client."""
     deadline = time.monotonic() + timeout_s
     while True:
         stats = model_statistics(grpc_url, model)
-        if stats["success_count"] >= answered or time.monotonic() > deadline:
+        if stats.success_count >= answered or time.monotonic() > deadline:
             return stats
         time.sleep(0.02)
 
 
-def server_breakdown(before: dict, after: dict) -> dict:
+def server_breakdown(before: ServerCounts, after: ServerCounts) -> ServerBreakdown:
     """Per-request server-side microseconds between two statistics snapshots, and the mean batch the
     dynamic batcher formed (inferences per model execution)."""
-    requests = after["success_count"] - before["success_count"]
-    executions = after["execution_count"] - before["execution_count"]
-    inferences = after["inference_count"] - before["inference_count"]
-    out = {"server_requests": requests, "server_executions": executions,
-           "mean_batch": inferences / executions if executions else float("nan")}
-    for s in STAGES:
-        delta = after[f"{s}_ns"] - before[f"{s}_ns"]
-        out[f"server_{s}_us"] = delta / requests / 1e3 if requests else float("nan")
-    return out
+    requests = after.success_count - before.success_count
+    executions = after.execution_count - before.execution_count
+    inferences = after.inference_count - before.inference_count
+    times = {f"{s}_us": (getattr(after, f"{s}_ns") - getattr(before, f"{s}_ns")) / requests / 1e3
+             if requests else float("nan") for s in STAGES}
+    return ServerBreakdown(**times, requests=requests, executions=executions,
+                           mean_batch=inferences / executions if executions else float("nan"))
 
 
 def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec, *, mode: str = "closed",
              level: float = 1, duration_s: float = 3.0, max_requests: int = 100_000, batch: int = 1,
-             warmup_requests: int = 5, text: bool = False) -> dict:
+             warmup_requests: int = 5, text: bool = False) -> ServedRow:
     """One bounded load run on `model` with the server's breakdown and how busy each core of the host
-    was (over the run, its warm-up included); a flat dict for the report."""
+    was (over the run, its warm-up included)."""
     make = sender_factory(protocol, url, model, spec, batch, text=text)
     before = model_statistics(grpc_url, model)
     cores_before = core_times()
@@ -143,6 +180,7 @@ def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec
         raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
     cores_busy = busy_fractions(cores_before, core_times())
     warmup = warmup_requests * int(level) if mode == "closed" else 0
-    after = settled_statistics(grpc_url, model, before["success_count"] + result.ok + warmup)
-    return {"model": model, "protocol": protocol, "batch": batch, **result.summary(),
-            "infer_per_s": result.throughput_rps * batch, **server_breakdown(before, after), "cores_busy": cores_busy}
+    after = settled_statistics(grpc_url, model, before.success_count + result.ok + warmup)
+    return ServedRow(**vars(result.summary()), model=model, protocol=protocol, batch=batch,
+                     infer_per_s=result.throughput_rps * batch, server=server_breakdown(before, after),
+                     cores_busy=cores_busy)

@@ -6,16 +6,55 @@ the lean HTTP sender by default, so the sweep ranks what the server can do, not 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import tritonclient.grpc as grpcclient
 from google.protobuf import json_format, text_format
 
-from tritonize.bench.served import LEAN_HTTP, endpoint, run_load
-from tritonize.models.spec import ModelSpec
-from tritonize.model_repository.config import parse_pbtxt, to_pbtxt
+from ..model_repository.config import parse_pbtxt, to_pbtxt
+from ..models.spec import ModelSpec
+from .record import Record
+from .served import LEAN_HTTP, endpoint, run_load
 
 DEFAULT_GRID = {"max_queue_delay_us": (0, 200, 1000), "instance_count": (1, 2), "preferred_batch_sizes": ((), (4, 8))}
+DEFAULT_P99_BUDGET_MS = 20.0  # the sweep's latency budget when the run was given no p99 SLO
+
+
+@dataclass
+class BatchingSettings(Record):
+    """What the sweep varies in a model's config.pbtxt."""
+    max_queue_delay_us: int
+    instance_count: int
+    preferred_batch_sizes: list[int]
+
+
+@dataclass(kw_only=True)
+class SweepConfig(BatchingSettings):
+    """One setting of the grid under load."""
+    throughput_rps: float
+    p99_ms: float
+    errors: int
+    mean_batch: float
+    within_budget: bool
+
+
+@dataclass
+class SweepResult(Record):
+    model: str
+    protocol: str
+    concurrency: int
+    p99_budget_ms: float
+    configs: list[SweepConfig]
+    best: SweepConfig | None  # the highest throughput within the budget, None when nothing met it
+    written_to: str | None = None  # the config.pbtxt that got the best settings, if asked to
+
+
+def grid_size(grid: dict | None = None) -> int:
+    """How many configs `batching_sweep` measures for `grid`."""
+    grid = grid or DEFAULT_GRID
+    return len(grid["max_queue_delay_us"]) * len(grid["instance_count"]) * len(grid["preferred_batch_sizes"])
 
 
 def _with(config, delay_us: int, instances: int, preferred: tuple[int, ...]):
@@ -33,7 +72,10 @@ def _load(client, model: str, config) -> None:
 
 
 def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: int = 8, duration_s: float = 3.0,
-                   p99_budget_ms: float = 20.0, grid: dict | None = None, protocol: str = LEAN_HTTP) -> dict:
+                   p99_budget_ms: float = DEFAULT_P99_BUDGET_MS, grid: dict | None = None, protocol: str = LEAN_HTTP,
+                   measured: Callable[[SweepConfig], None] = lambda _: None) -> SweepResult:
+    """Every config of `grid` measured in turn (`measured` is called after each), the served config
+    put back at the end, and the best one within the budget picked."""
     grid = grid or DEFAULT_GRID
     client = grpcclient.InferenceServerClient(server.grpc_url)
     base = parse_pbtxt((Path(repository) / spec.name / "config.pbtxt").read_text())
@@ -44,16 +86,17 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: in
             _load(client, spec.name, _with(base, delay, instances, tuple(preferred)))
             r = run_load(server.grpc_url, endpoint(server, protocol), protocol, spec.name, spec, level=concurrency,
                          duration_s=duration_s)
-            configs.append({"max_queue_delay_us": delay, "instance_count": instances,
-                            "preferred_batch_sizes": list(preferred), "throughput_rps": r["throughput_rps"],
-                            "p99_ms": r["p99_ms"], "errors": r["errors"], "mean_batch": r["mean_batch"],
-                            "within_budget": r["p99_ms"] <= p99_budget_ms and r["errors"] == 0})
+            configs.append(SweepConfig(max_queue_delay_us=delay, instance_count=instances,
+                                       preferred_batch_sizes=list(preferred), throughput_rps=r.throughput_rps,
+                                       p99_ms=r.p99_ms, errors=r.errors, mean_batch=r.server.mean_batch,
+                                       within_budget=r.p99_ms <= p99_budget_ms and r.errors == 0))
+            measured(configs[-1])
     finally:
         _load(client, spec.name, base)
-    passing = [c for c in configs if c["within_budget"]]
-    best = max(passing, key=lambda c: c["throughput_rps"]) if passing else None
-    return {"model": spec.name, "protocol": protocol, "concurrency": concurrency, "p99_budget_ms": p99_budget_ms,
-            "configs": configs, "best": best}
+    passing = [c for c in configs if c.within_budget]
+    best = max(passing, key=lambda c: c.throughput_rps) if passing else None
+    return SweepResult(model=spec.name, protocol=protocol, concurrency=concurrency, p99_budget_ms=p99_budget_ms,
+                       configs=configs, best=best)
 
 
 def write_back_target(repository: Path, model: str):
@@ -76,10 +119,10 @@ def write_back_target(repository: Path, model: str):
     return path, config
 
 
-def write_back(repository: Path, model: str, best: dict) -> Path:
+def write_back(repository: Path, model: str, best: BatchingSettings) -> Path:
     """Put the sweep's best batching settings into `<repository>/<model>/config.pbtxt` (atomically)."""
     path, config = write_back_target(repository, model)
-    config = _with(config, best["max_queue_delay_us"], best["instance_count"], tuple(best["preferred_batch_sizes"]))
+    config = _with(config, best.max_queue_delay_us, best.instance_count, tuple(best.preferred_batch_sizes))
     tmp = path.with_name(".config.pbtxt.tmp")
     tmp.write_text(to_pbtxt(config))
     tmp.replace(path)

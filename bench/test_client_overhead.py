@@ -10,7 +10,7 @@ path does a whole round trip per call: numpy in, request built, sent, numpy out.
 
 at batch 1 and 64. pytest-benchmark's table has the medians; each row's extra_info carries p50/p99
 in ms, and `test_overhead_interleaved` times raw_grpc and client_grpc call by call in alternation, so
-machine noise (20% between runs on a shared 2-core box) hits both alike, and reports the ratio of
+machine noise (runs on a shared box differ from one another) hits both alike, and reports the ratio of
 their p50s. At the end of the module a summary table is written to the terminal.
 
     .venv/bin/python -m pytest bench/test_client_overhead.py --benchmark-only -q -p no:cacheprovider
@@ -30,8 +30,8 @@ import tritonclient.utils.shared_memory as shm
 
 from tritonize.client import TritonClient
 from tritonize.export.stage import export_model
-from tritonize.models import get_spec
 from tritonize.model_repository.writer import build_repository
+from tritonize.models import get_spec
 from tritonize.serving.server import TritonServer
 
 MODEL = "mlp"

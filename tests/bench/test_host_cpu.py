@@ -4,7 +4,7 @@ import time
 import pytest
 
 from tritonize.bench.host_cpu import busy_fractions, core_times
-from tritonize.bench.report import _cores
+from tritonize.bench.tables import cores
 from tritonize.serving.placement import available_cpus, pinned
 
 # user nice system idle iowait irq softirq steal guest guest_nice, as Linux writes them
@@ -54,4 +54,4 @@ def test_a_core_kept_spinning_reads_busy_on_this_host():
 
 
 def test_the_report_lists_cores_in_core_order():
-    assert _cores({"cpu10": 0.5, "cpu2": 0.971, "cpu0": 0.0, "cpu1": float("nan")}) == "0 / - / 97 / 50%"
+    assert cores({"cpu10": 0.5, "cpu2": 0.971, "cpu0": 0.0, "cpu1": float("nan")}) == "0 / - / 97 / 50%"

@@ -104,5 +104,5 @@ def test_server_errors_are_named_and_the_connection_stays_usable(server):
 def test_a_lean_load_run_is_counted_by_the_server_too(server):
     spec = get_spec("mlp")
     r = run_load(server.grpc_url, server.http_url, LEAN_HTTP, "mlp", spec, level=2, duration_s=0.3)
-    assert r["protocol"] == LEAN_HTTP and r["errors"] == 0 and r["ok"] == r["sent"] > 10
-    assert r["server_requests"] == r["sent"] + 5 * 2  # + the warm-up requests
+    assert r.protocol == LEAN_HTTP and r.errors == 0 and r.ok == r.sent > 10
+    assert r.server.requests == r.sent + 5 * 2  # + the warm-up requests

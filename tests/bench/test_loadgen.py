@@ -42,8 +42,8 @@ def test_closed_loop_stops_at_its_time_bound():
     assert 0.3 <= elapsed < 1.5 and result.errors == 0  # stopped by time, long before 10**6 requests
     assert 4 <= result.sent <= 62  # at most 2 workers x 10 ms calls for 0.3 s (+1 each in flight)
     summary = result.summary()
-    assert summary["throughput_rps"] == pytest.approx(result.ok / result.duration_s)
-    assert summary["p50_ms"] >= 10.0
+    assert summary.throughput_rps == pytest.approx(result.ok / result.duration_s)
+    assert summary.p50_ms >= 10.0 and (summary.sent, summary.ok, summary.level) == (result.sent, result.ok, 2)
 
 
 def test_open_loop_follows_the_rate_and_counts_errors():

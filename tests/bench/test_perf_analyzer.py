@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 from tritonize.bench import perf_analyzer as pa
-from tritonize.bench.report import _perf_analyzer_section
-from tritonize.bench.suite import SuiteOptions, _perf_analyzer_rows
+from tritonize.bench.progress import NoProgress
+from tritonize.bench.provenance import Machine
+from tritonize.bench.report import perf_analyzer_section
+from tritonize.bench.results import SuiteResults
+from tritonize.bench.served import ServerBreakdown, ServerTimes, ServedRow
+from tritonize.bench.served_runs import perf_analyzer_rows
+from tritonize.bench.suite import SuiteOptions
 from tritonize.models import get_spec
 
 # The example of perf_analyzer's documentation (rows sorted by throughput, not by concurrency), plus
@@ -65,14 +70,14 @@ def test_the_command_is_one_bounded_closed_loop_level_with_our_data(tmp_path):
 
 def test_the_documented_csv_parses_in_order_of_concurrency_in_our_units():
     rows = pa.parse_csv(DOC_CSV)
-    assert [r["level"] for r in rows] == [1, 2, 3, 4]
-    assert rows[0] == {"mode": "closed", "level": 1.0, "infer_per_s": 69.2, "p50_ms": 13.891, "p90_ms": 18.795,
-                       "p95_ms": 19.753, "p99_ms": 21.018, "server_queue_us": 64.0, "server_compute_input_us": 206.0,
-                       "server_compute_infer_us": 11781.0, "server_compute_output_us": 19.0}
+    assert [r.level for r in rows] == [1, 2, 3, 4]
+    assert rows[0] == pa.PerfAnalyzerMeasurement(
+        mode="closed", level=1.0, infer_per_s=69.2, p50_ms=13.891, p90_ms=18.795, p95_ms=19.753, p99_ms=21.018,
+        server=ServerTimes(queue_us=64.0, compute_input_us=206.0, compute_infer_us=11781.0, compute_output_us=19.0))
     rate = pa.parse_csv("Request Rate,Inferences/Second,p50 latency,p90 latency,p95 latency,p99 latency\n"
                         "100,99.5,500,600,700,800\n")
-    assert rate == [{"mode": "open", "level": 100.0, "infer_per_s": 99.5, "p50_ms": 0.5, "p90_ms": 0.6,
-                     "p95_ms": 0.7, "p99_ms": 0.8}]  # no server columns in that CSV: none invented
+    assert rate == [pa.PerfAnalyzerMeasurement(mode="open", level=100.0, infer_per_s=99.5, p50_ms=0.5, p90_ms=0.6,
+                                               p95_ms=0.7, p99_ms=0.8)]  # no server columns in that CSV: none invented
 
 
 @pytest.mark.parametrize("text, names", [
@@ -116,7 +121,7 @@ STAND_IN_FAILS = """
 def test_a_run_reads_the_csv_of_each_level(tmp_path):
     binary = _executable(tmp_path / "perf_analyzer", STAND_IN_WRITES_CSV)
     rows = pa.run_levels(binary, "127.0.0.1:1", "grpc", get_spec("mlp"), (1, 4), 0.3, tmp_path / "work")
-    assert [(r["model"], r["protocol"], r["client"], r["level"], r["p50_ms"]) for r in rows] == [
+    assert [(r.model, r.protocol, r.client, r.level, r.p50_ms) for r in rows] == [
         ("mlp", "grpc", "perf_analyzer", 1.0, 13.891), ("mlp", "grpc", "perf_analyzer", 4.0, 47.045)]
 
 
@@ -131,28 +136,44 @@ def test_a_failed_run_names_the_level_the_output_and_the_command(tmp_path, body,
     assert f"command: {binary} -m mlp" in str(failed.value)
 
 
+def _results(opts):
+    machine = Machine(host="h", platform="p", cpu="c", cores=2, memory_gb=1.0, gpu="none")
+    return SuiteResults(started="t", date="d", machine=machine, versions={}, git_commit="g", options=opts)
+
+
+def _our_row(level, p50_ms, p99_ms, infer_per_s, queue_us, infer_us):
+    return ServedRow(mode="closed", level=level, sent=1, ok=1, errors=0, duration_s=1.0, first_errors=[],
+                     max_lag_ms=0.0, throughput_rps=infer_per_s, p50_ms=p50_ms, p90_ms=p99_ms, p95_ms=p99_ms,
+                     p99_ms=p99_ms, mean_ms=p50_ms, model="mlp", protocol="grpc", batch=1, infer_per_s=infer_per_s,
+                     server=ServerBreakdown(queue_us=queue_us, compute_input_us=1.0, compute_infer_us=infer_us,
+                                            compute_output_us=1.0, requests=1, executions=1, mean_batch=1.0),
+                     cores_busy={})
+
+
 def test_the_suite_reports_perf_analyzer_beside_ours_or_why_it_did_not(tmp_path, monkeypatch):
     server = SimpleNamespace(grpc_url="127.0.0.1:1")
     monkeypatch.setenv("PATH", str(tmp_path))
     opts = SuiteOptions(models=["mlp"], artifacts=tmp_path, grpc_levels=(1, 4), duration_s=0.3)
-    out = {}
-    _perf_analyzer_rows(server, ["mlp", "minilm"], opts, tmp_path, lambda _: None, out)
-    assert out == {} and opts.skipped["perf_analyzer beside our load generator"].startswith(
+    results = _results(opts)
+    perf_analyzer_rows(server, ["mlp", "minilm"], opts, tmp_path, NoProgress(), results)
+    assert results.perf_analyzer is None and results.skipped["perf_analyzer beside our load generator"].startswith(
         "no perf_analyzer on PATH; get perf_analyzer from NVIDIA's SDK container")
 
     opts = SuiteOptions(models=["mlp"], artifacts=tmp_path, grpc_levels=(1, 4), duration_s=0.3,
                         perf_analyzer=_executable(tmp_path / "pa_ok", STAND_IN_WRITES_CSV))
-    _perf_analyzer_rows(server, ["mlp", "minilm"], opts, tmp_path, lambda _: None, out)
-    assert {(r["model"], r["level"]) for r in out["perf_analyzer"]} == {("mlp", 1), ("mlp", 4)}  # minilm: text rows
-    assert opts.skipped == {}
-    ours = [{"model": "mlp", "protocol": "grpc", "mode": "closed", "level": 4, "p50_ms": 0.5, "p99_ms": 0.9,
-             "infer_per_s": 7000.0, "server_queue_us": 50.0, "server_compute_infer_us": 60.0}]
-    summary = "\n".join(_perf_analyzer_section(out["perf_analyzer"], ours))
+    results = _results(opts)
+    perf_analyzer_rows(server, ["mlp", "minilm"], opts, tmp_path, NoProgress(), results)
+    assert {(r.model, r.level) for r in results.perf_analyzer} == {("mlp", 1), ("mlp", 4)}  # minilm: text rows
+    assert results.skipped == {}
+    ours = [_our_row(4, p50_ms=0.5, p99_ms=0.9, infer_per_s=7000.0, queue_us=50.0, infer_us=60.0)]
+    summary = "\n".join(perf_analyzer_section(results.perf_analyzer, ours))
     assert "| mlp | grpc | 4 | 0.500 / 47.045 | 0.900 / 64.886 | 7000 / 84 | 50 / 33669 | 60 / 11731 |" in summary
     assert "| mlp | grpc | 1 | - / 13.891 |" in summary  # no row of ours at that level
+    # results.json keeps perf_analyzer's rows as they were read
+    assert SuiteResults.from_json(results.to_json()).perf_analyzer == results.perf_analyzer
 
     opts.perf_analyzer = _executable(tmp_path / "pa_fails", STAND_IN_FAILS)
-    out = {}
-    _perf_analyzer_rows(server, ["mlp"], opts, tmp_path, lambda _: None, out)
-    assert out == {"perf_analyzer": []}
-    assert opts.skipped["perf_analyzer on mlp"].startswith("failed: perf_analyzer exited with 1 on mlp at concurrency 1")
+    results = _results(opts)
+    perf_analyzer_rows(server, ["mlp"], opts, tmp_path, NoProgress(), results)
+    assert results.perf_analyzer == []
+    assert results.skipped["perf_analyzer on mlp"].startswith("failed: perf_analyzer exited with 1 on mlp at concurrency 1")

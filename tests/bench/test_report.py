@@ -1,133 +1,340 @@
+"""The suite end to end on the real server (short runs), and its report: files, typed results read back,
+the user's SLOs judged, the project's targets only in the project's run, readable plots, and an
+in-process runner that prints nothing."""
 import csv
 import json
 import shutil
 import subprocess
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from tritonize.bench.report import PERF_ANALYZER_COLUMNS, markdown
-from tritonize.bench.suite import FLOOR_BLOCK, SuiteOptions, git_commit, run_suite, targets
+from tritonize.bench.inprocess import InProcessFailed, expected_tests, run_inprocess
+from tritonize.bench.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS
+from tritonize.bench.plots import inprocess_figure, served_figure
+from tritonize.bench.project import FloorResult, ProjectResults, ScalingResult, targets
+from tritonize.bench.provenance import IdlePolicy, Machine, git_commit
+from tritonize.bench.report import markdown
+from tritonize.bench.results import SuiteResults
+from tritonize.bench.slo import judge
+from tritonize.bench.suite import Slo, SuiteOptions, parse_slo, run_suite
+from tritonize.bench.sweep import SweepConfig, SweepResult
+from tritonize.bench.turns import FLOOR_BLOCK, PooledLevel
 from tritonize.serving.idle import poll_idle_unavailable
 from tritonize.serving.placement import available_cpus
 
-pytestmark = pytest.mark.server
+# Every row meets the latency bound and none the throughput bound: both halves of a verdict show.
+LOOSE_SLOS = (parse_slo("p99_ms=1000"), parse_slo("min_throughput=1e9"))
 
 
-def test_a_tiny_suite_run_writes_every_report_file(artifacts, tmp_path):
-    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True,
-                        grpc_levels=(1, 2), http_levels=(1,), lean_levels=(1,), duration_s=0.3, floor_seconds=1.0)
-    folder = run_suite(opts)
-    assert folder.parent == tmp_path and folder.name.endswith("-quick")  # beside the day's full report, never over it
+class Recording:
+    """A Progress that keeps what it was told: [(stage, total, [messages])]."""
+
+    def __init__(self):
+        self.stages = []
+
+    def stage(self, name, total):
+        self.stages.append((name, total, []))
+
+    def advance(self, message):
+        self.stages[-1][2].append(message)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(artifacts, tmp_path_factory):
+    """A user's quick run of the mlp: in-process, three protocols, the SLOs above, no project."""
+    root = tmp_path_factory.mktemp("results")
+    progress = Recording()
+    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=root, quick=True, grpc_levels=(1, 2),
+                        http_levels=(1,), lean_levels=(1,), duration_s=0.3, slos=LOOSE_SLOS)
+    folder = run_suite(opts, progress)
+    return folder, SuiteResults.read(folder), progress
+
+
+@pytest.mark.server
+def test_a_tiny_suite_run_writes_every_report_file(tiny_run):
+    folder, results, _ = tiny_run
+    assert folder.name.endswith("-quick")  # beside the day's full report, never over it
     names = {p.name for p in folder.iterdir()}
     assert names == {"results.json", "summary.md", "served_perf_analyzer.csv", "served.png", "inprocess.png"}
-    results = json.loads((folder / "results.json").read_text())
-    assert results["machine"]["cores"] and results["versions"]["onnxruntime"] and results["git_commit"]
-    backends = {r["backend"] for r in results["inprocess"]}
-    assert {"torch_eager", "ort_fp32", "ort_ort_opt", "ort_int8"} <= backends
-    served = results["served"]
-    assert {(r["protocol"], r["mode"], r["level"]) for r in served} >= {("grpc", "closed", 1), ("grpc", "closed", 2),
-                                                                        ("http", "closed", 1),
-                                                                        ("http-lean", "closed", 1)}
-    assert any(r["mode"] == "open" for r in served)
+    assert results.machine.cores and results.versions["onnxruntime"] and results.git_commit
+    assert results.options.slos == LOOSE_SLOS and results.options.models == ["mlp"]
+    assert {"torch_eager", "ort_fp32", "ort_ort_opt", "ort_int8"} <= {r.backend for r in results.inprocess}
+    served = results.served
+    assert {(r.protocol, r.mode, r.level) for r in served} >= {("grpc", "closed", 1), ("grpc", "closed", 2),
+                                                               ("http", "closed", 1), ("http-lean", "closed", 1)}
+    assert any(r.mode == "open" for r in served)
     for r in served:
-        assert r["errors"] == 0 and r["ok"] == r["sent"] > 0
-        assert r["server_requests"] == r["sent"] + (5 * r["level"] if r["mode"] == "closed" else 0)  # + warm-up
-        assert r["server_compute_infer_us"] > 0
-        assert 0 < max(r["cores_busy"].values()) <= 1  # the server answered on some core
-    assert results["floor"]["ratio"] > 0 and results["targets"][0]["name"].startswith("served mlp")
-    polling = poll_idle_unavailable() is None
-    if len(available_cpus()) >= 2:  # the placed server's floor, and the two measured beside it
-        assert results["placement"].startswith("server and clients on CPU")
-        floors = results["floor_by_setup"]
-        polled = {"split, poll idle", "stubs alone, poll idle"} if polling else set()
-        assert set(floors) == {"split", "none", "stubs alone"} | polled
-        assert floors["stubs alone"]["where"].endswith("model stubs alone on CPU " + str(max(available_cpus())))
-        assert floors["split"] == results["floor"] and results["floor"]["idle"] == "default"
-        for f in floors.values():
-            assert f["requests"] == {"mlp": f["blocks"] * FLOOR_BLOCK, "mlp_noop": f["blocks"] * FLOOR_BLOCK}
-            q25, median, q75 = f["block_ratio_quartiles"]
-            assert f["blocks"] >= 1 and q25 <= median <= q75
-            assert f["ratio"] == pytest.approx(f["p50_ms"] / f["noop_p50_ms"])
-            # each setup's own requests, also where two setups are one server (polling or not)
-            for name, count in f["requests"].items():
-                assert f["server"][name]["server_requests"] == count and f["server"][name]["mean_batch"] == 1
-                assert f["server"][name]["server_compute_infer_us"] > 0
-        if polling:  # measured with no core halting: the host-wide count of halts stayed at zero
-            assert floors["split, poll idle"]["resting_idle_entries_per_request"] == {"mlp": 0, "mlp_noop": 0}
-            # ... and after everything measured with the host's own idle policy, which polling would speed up
-            default = [r for r in [*floors.values(), *results.get("scaling", [])] if r["idle"] == "default"]
-            polled = [r for r in [*floors.values(), *results.get("scaling", [])] if r["idle"] == "poll"]
-            assert max(r["measured_s"][1] for r in default) <= min(r["measured_s"][0] for r in polled)
-            assert [t["name"] for t in results["targets"]].count(
-                "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling") == 1
-    if not polling:
-        assert results["skipped"]["the MLP floor and the CNN scaling with idle cores polling"] == poll_idle_unavailable()
-    assert results["machine"]["cpuidle"]["driver"]
-    assert "torch.compile" in " ".join(results["skipped"].values())
+        assert r.errors == 0 and r.ok == r.sent > 0
+        assert r.server.requests == r.sent + (5 * r.level if r.mode == "closed" else 0)  # + warm-up
+        assert r.server.compute_infer_us > 0
+        assert 0 < max(r.cores_busy.values()) <= 1  # the server answered on some core
+    if len(available_cpus()) >= 2:
+        assert results.placement.startswith("server and clients on CPU")
+    assert results.machine.cpuidle.driver
+    assert "torch.compile" in " ".join(results.skipped.values())
     if shutil.which("perf_analyzer") is None:  # said, not silently left out
-        assert results["skipped"]["perf_analyzer beside our load generator"].startswith("no perf_analyzer on PATH")
-        assert "perf_analyzer" not in results
+        assert results.skipped["perf_analyzer beside our load generator"].startswith("no perf_analyzer on PATH")
+        assert results.perf_analyzer is None
     with open(folder / "served_perf_analyzer.csv") as f:
         rows = list(csv.DictReader(f))
     assert set(PERF_ANALYZER_COLUMNS) <= set(rows[0]) and len(rows) == 4
     summary = (folder / "summary.md").read_text()
-    assert "## Targets" in summary and "## Served" in summary and "## Not run, and why" in summary
-    assert f"Placement: {results['placement']}." in summary
-    if len(available_cpus()) >= 2:
-        split = results["floor_by_setup"]["split"]["server"]
-        assert "server compute infer us (mlp / do-nothing)" in summary
-        assert f"take turns in blocks of {FLOOR_BLOCK} requests" in summary
-        assert f"stubs alone: {results['floor_by_setup']['stubs alone']['where']}" in summary
-        assert f"{split['mlp']['server_compute_infer_us']:.1f} / {split['mlp_noop']['server_compute_infer_us']:.1f}" in summary
+    assert "## SLOs" in summary and "## Served" in summary and "## Not run, and why" in summary
+    assert f"Placement: {results.placement}." in summary
     assert (folder / "served.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.server
+def test_a_users_run_has_no_project_targets_or_studies(tiny_run):
+    folder, results, progress = tiny_run
+    assert results.project is None
+    summary = (folder / "summary.md").read_text()
+    for section in ("Project targets", "Host setup", "Scaling with dynamic batching", "do-nothing"):
+        assert section not in summary
+    assert not any("project" in name for name, _, _ in progress.stages)
+    assert not any("mlp_noop" in r.model for r in results.served)
+
+
+@pytest.mark.server
+def test_the_slos_are_judged_on_the_served_rows(tiny_run):
+    folder, results, _ = tiny_run
+    verdicts = {(v.model, v.protocol): v for v in results.slos}
+    assert set(verdicts) == {("mlp", "grpc"), ("mlp", "http"), ("mlp", "http-lean")}
+    for (model, protocol), v in verdicts.items():
+        closed = [r for r in results.served if (r.model, r.protocol, r.mode) == (model, protocol, "closed")]
+        best = max(closed, key=lambda r: r.infer_per_s)  # every row is within 1 s at p99
+        assert v.within_latency and v.levels_within_latency == sorted(int(r.level) for r in closed)
+        assert (v.level, v.infer_per_s, v.p99_ms) == (best.level, best.infer_per_s, best.p99_ms)
+        assert not v.met and v.missed == [f"infer/s {best.infer_per_s:.0f} < 1e+09"]
+    summary = (folder / "summary.md").read_text()
+    assert "Given: p99 <= 1000 ms, infer/s >= 1e+09." in summary
+    grpc = verdicts["mlp", "grpc"]
+    assert f"| mlp | grpc | **misses** | {grpc.level} | {grpc.infer_per_s:.0f} |" in summary
+    # the same real rows against a bound none of them meets: the closest level, and what it missed
+    [tight] = [v for v in judge(results.served, (Slo("p50_ms", 1e-6),)) if v.protocol == "grpc"]
+    closest = min((r for r in results.served if r.protocol == "grpc" and r.mode == "closed"), key=lambda r: r.p50_ms)
+    assert not tight.met and not tight.within_latency and tight.levels_within_latency == []
+    assert tight.level == closest.level and tight.missed == [f"p50 {closest.p50_ms:.3f} ms > 1e-06 ms"]
+    # and one that all meet: the best level meets every SLO
+    [loose] = [v for v in judge(results.served, (Slo("p90_ms", 1e3), Slo("min_throughput", 1.0)))
+               if v.protocol == "http-lean"]
+    assert loose.met and loose.missed == []
+
+
+def test_without_slos_the_report_says_how_to_give_them():
+    results = _results(SuiteOptions(models=["mlp"], artifacts=Path("unused")))
+    assert judge([], ()) == []
+    summary = markdown(results)
+    assert "## SLOs\n\nNo SLOs were given" in summary and "`tritonize bench --slo p99_ms=5" in summary
+
+
+@pytest.mark.server
+def test_the_results_read_back_as_they_were_written(tiny_run):
+    folder, results, _ = tiny_run
+    data = json.loads((folder / "results.json").read_text())
+    # NaN (a core whose clock did not tick) is not equal to itself, so the JSON text is compared
+    assert json.dumps(SuiteResults.from_json(data).to_json()) == json.dumps(data)
+    assert isinstance(results.options.artifacts, Path) and isinstance(results.options.slos[0], Slo)
+
+
+def test_every_part_of_the_results_survives_the_round_trip():
+    opts = SuiteOptions(models=["mlp", "cnn"], artifacts=Path("a"), slos=(Slo("p99_ms", 2.0),), project=True,
+                        sweep_model="cnn", sweep_write_back=Path("repo"))
+    config = SweepConfig(max_queue_delay_us=200, instance_count=2, preferred_batch_sizes=[4, 8], throughput_rps=900.0,
+                         p99_ms=3.5, errors=0, mean_batch=3.9, within_budget=True)
+    results = _results(opts, sweep=SweepResult(model="cnn", protocol="http-lean", concurrency=8, p99_budget_ms=2.0,
+                                               configs=[config], best=config, written_to="repo/cnn/config.pbtxt"),
+                       project=ProjectResults(floors=[_floor("split", "default", 0.4, 0.35)],
+                                              scaling=[_scaling("grpc", "default", 2000, 6200)]),
+                       skipped={"dynamic-batching sweep": "why"})
+    results.project.targets = targets(results.project)
+    back = SuiteResults.from_json(json.loads(json.dumps(results.to_json())))
+    assert back == results
+    assert back.project.floors[0].server["mlp"].compute_infer_us == 60.0 and back.sweep.best == config
+
+
+def test_a_results_file_with_a_wrong_value_names_where():
+    data = _results(SuiteOptions(models=["mlp"], artifacts=Path("a"))).to_json()
+    data["machine"]["cores"] = "two"
+    with pytest.raises(ValueError, match=r"results.json.machine.cores: Input should be a valid integer, got 'two'"):
+        SuiteResults.from_json(data, where="results.json")
+    data["machine"]["cores"], data["machine"]["cpus"] = 2, 2
+    with pytest.raises(ValueError, match=r"SuiteResults.machine.cpus: Unexpected keyword argument, got 2"):
+        SuiteResults.from_json(data)
+
+
+@pytest.mark.server
+def test_each_stage_reports_its_steps(tiny_run):
+    _, results, progress = tiny_run
+    assert [name for name, _, _ in progress.stages] == ["in-process latency", "served: concurrency sweeps", "report"]
+    (_, inprocess, steps), (_, served, runs), _ = progress.stages
+    assert inprocess == len(steps) == expected_tests(results.options)  # each row ran or was skipped
+    assert served == len(runs) == len(results.served) == 5 and runs[0].startswith("mlp grpc concurrency 1: ")
+
+
+@pytest.mark.server
+def test_the_served_plot_has_one_row_of_panels_per_model_and_draws_the_slos(tiny_run):
+    _, results, _ = tiny_run
+    closed = [r for r in results.served if r.mode == "closed"]
+    bound = max(r.p99_ms for r in closed)  # within the axis: drawn as a line
+    fig = served_figure(replace(results, options=replace(results.options, slos=(Slo("p99_ms", bound),))))
+    assert [ax.get_title() for ax in fig.axes] == ["mlp: latency", "mlp: throughput"]
+    latency, throughput = fig.axes
+    assert [tick.get_text() for tick in latency.get_xticklabels()] == ["1", "2"]
+    assert any(list(line.get_ydata()) == [bound, bound] for line in latency.get_lines())
+    assert not any(list(line.get_ydata()) == [bound, bound] for line in throughput.get_lines())
+    colours = {line.get_color() for line in throughput.get_lines()}
+    assert len(colours) == 3  # one per protocol
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["grpc", "http", "http-lean", "p50", "p99", f"SLO p99 <= {bound:g} ms"]
+    # two models: two rows of two panels, one legend for all
+    other = [replace(r, model="cnn") for r in results.served]
+    fig = served_figure(replace(results, served=results.served + other))
+    assert [ax.get_title() for ax in fig.axes] == ["mlp: latency", "mlp: throughput", "cnn: latency", "cnn: throughput"]
+    assert len(fig.legends) == 1
+    # in-process: one panel per model, one colour per backend in every panel
+    rows = results.inprocess + [replace(r, model="cnn") for r in results.inprocess]
+    fig = inprocess_figure(replace(results, inprocess=rows))
+    assert [ax.get_title() for ax in fig.axes] == ["mlp", "cnn"]
+    backends = {r.backend for r in results.inprocess}
+    for ax in fig.axes:
+        assert len({bar.get_facecolor() for bar in ax.patches}) == len(backends)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == sorted(backends)
+
+
+@pytest.mark.server
+def test_the_inprocess_runner_prints_nothing(artifacts, tmp_path, capfd):
+    opts = SuiteOptions.quick_defaults(models=["mlp"], artifacts=artifacts)
+    rows, skipped = run_inprocess(opts, tmp_path)
+    assert rows and all(r.model == "mlp" and r.rounds > 0 for r in rows)
+    assert len(rows) + len(skipped) == expected_tests(opts)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+def test_a_failing_inprocess_run_raises_with_the_failures_and_the_output(tmp_path, capfd):
+    opts = SuiteOptions.quick_defaults(models=["nosuch"], artifacts=tmp_path)  # every test fails to find the model
+    with pytest.raises(InProcessFailed, match="pytest exit code 1") as failed:
+        run_inprocess(opts, tmp_path / "work")
+    assert "[nosuch-1-torch_eager]" in str(failed.value) and "nosuch" in str(failed.value).split("End of pytest")[1]
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.server
+def test_the_projects_run_measures_its_floors_and_judges_its_targets(artifacts, tmp_path):
+    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
+                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=1.0, project=True)
+    progress = Recording()
+    folder = run_suite(opts, progress)
+    results = SuiteResults.read(folder)
+    project = results.project
+    main = project.floors[0]
+    assert main.ratio > 0 and main.idle == "default" and project.targets[0].name.startswith("served mlp")
+    assert "project: mlp vs its do-nothing twin" in [name for name, _, _ in progress.stages]
+    assert results.skipped["the project's cnn scaling"].startswith("needs cnn among the served models")
+    polling = poll_idle_unavailable() is None
+    floors = {f.setup: f for f in project.floors}
+    if len(available_cpus()) >= 2:  # the placed server's floor, and the two measured beside it
+        polled = {"split, poll idle", "stubs alone, poll idle"} if polling else set()
+        assert set(floors) == {"split", "none", "stubs alone"} | polled
+        assert floors["stubs alone"].where.endswith("model stubs alone on CPU " + str(max(available_cpus())))
+        assert main.setup == "split"
+    for f in floors.values():
+        assert f.requests == {"mlp": f.blocks * FLOOR_BLOCK, "mlp_noop": f.blocks * FLOOR_BLOCK}
+        q25, median, q75 = f.block_ratio_quartiles
+        assert f.blocks >= 1 and q25 <= median <= q75
+        assert f.ratio == pytest.approx(f.p50_ms / f.noop_p50_ms)
+        # each setup's own requests, also where two setups are one server (polling or not)
+        for name, count in f.requests.items():
+            assert f.server[name].requests == count and f.server[name].mean_batch == 1
+            assert f.server[name].compute_infer_us > 0
+    if polling:  # measured with no core halting, after everything measured with the host's own idle policy
+        assert floors[f"{main.setup}, poll idle"].resting_idle_entries_per_request == {"mlp": 0, "mlp_noop": 0}
+        default = [f for f in project.floors if f.idle == "default"]
+        polled_floors = [f for f in project.floors if f.idle == "poll"]
+        assert max(f.measured_s[1] for f in default) <= min(f.measured_s[0] for f in polled_floors)
+        assert [t.name for t in project.targets].count(
+            "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling") == 1
+    else:
+        assert results.skipped["the MLP floor and the CNN scaling with idle cores polling"] == poll_idle_unavailable()
+    summary = (folder / "summary.md").read_text()
+    assert "## Project targets" in summary and "## SLOs" in summary
+    if len(floors) > 1:
+        split = floors[main.setup].server
+        assert "server compute infer us (mlp / do-nothing)" in summary
+        assert f"take turns in blocks of {FLOOR_BLOCK} requests" in summary
+        assert f"{split['mlp'].compute_infer_us:.1f} / {split['mlp_noop'].compute_infer_us:.1f}" in summary
+        if "stubs alone" in floors:
+            assert f"stubs alone: {floors['stubs alone'].where}" in summary
+
+
+@pytest.mark.server
 def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
     opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
-                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=0.5, placement=False)
-    results = json.loads((run_suite(opts) / "results.json").read_text())
-    assert results["placement"].startswith("none")
-    assert results["floor"]["placement"] == "none" and results["served"][0]["errors"] == 0
-    assert set(results.get("floor_by_setup", {})) <= {"none", "none, poll idle"}
+                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=0.5, placement=False,
+                        project=True)
+    results = SuiteResults.read(run_suite(opts))
+    assert results.placement.startswith("none")
+    assert results.project.floors[0].placement == "none" and results.served[0].errors == 0
+    assert {f.setup for f in results.project.floors} <= {"none", "none, poll idle"}
+
+
+def _results(opts, **kw):
+    machine = Machine(host="h", platform="p", cpu="c", cores=2, memory_gb=1.0, gpu="none",
+                      cpuidle=IdlePolicy(driver="d", governor="g", states=["POLL (0 us)"]))
+    return SuiteResults(started="s", date="d", machine=machine, versions={"torch": "2"}, git_commit="g", options=opts,
+                        **kw)
+
+
+def _level(infer_per_s, mean_batch, errors=0):
+    return PooledLevel(requests=100, errors=errors, infer_per_s=infer_per_s, mean_batch=mean_batch,
+                       window_p50_ms_median=1.0, cores_busy={"cpu0": 0.5, "cpu1": 0.9})
 
 
 def _scaling(protocol, idle, c1, c8):
-    return {"model": "cnn", "protocol": protocol, "setup": "split", "idle": idle, "ratio": c8 / c1,
-            "turn_ratio_quartiles": [2.5, 2.75, 3.0],
-            "levels": {"c1": {"infer_per_s": c1, "mean_batch": 1.0, "errors": 0},
-                       "c8": {"infer_per_s": c8, "mean_batch": 4.0, "errors": 0}}}
+    return ScalingResult(model="cnn", setup="split", idle=idle, protocol=protocol, turns=3, window_s=0.4,
+                         measured_s=[0.0, 1.0], levels={"c1": _level(c1, 1.0), "c8": _level(c8, 4.0)}, ratio=c8 / c1,
+                         turn_ratio_quartiles=[2.5, 2.75, 3.0])
 
 
 def _floor(placement, idle, p50_ms, noop_p50_ms):
-    return {"placement": placement, "idle": idle, "p50_ms": p50_ms, "noop_p50_ms": noop_p50_ms,
-            "ratio": p50_ms / noop_p50_ms}
+    from tritonize.bench.served import ServerBreakdown
+
+    breakdown = ServerBreakdown(queue_us=10.0, compute_input_us=1.0, compute_infer_us=60.0, compute_output_us=1.0,
+                                requests=100, executions=100, mean_batch=1.0)
+    return FloorResult(model="mlp", setup=placement + (", poll idle" if idle == "poll" else ""), placement=placement,
+                       where="w", idle=idle, p50_ms=p50_ms, noop_p50_ms=noop_p50_ms, ratio=p50_ms / noop_p50_ms,
+                       requests={"mlp": 100, "mlp_noop": 100}, blocks=1, block_requests=FLOOR_BLOCK,
+                       measured_s=[0.0, 1.0], block_ratio_quartiles=[1.0, 1.1, 1.2],
+                       resting_idle_entries_per_request={"mlp": 0.5, "mlp_noop": 0.4},
+                       server={"mlp": breakdown, "mlp_noop": breakdown})
 
 
 def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_take_turns():
-    results = {"scaling": [_scaling("http-lean", "default", 4000, 13000), _scaling("grpc", "default", 2000, 5000)],
-               # the concurrency sweep's own rows of the same model do not judge it
-               "served": [{"model": "cnn", "protocol": "grpc", "mode": "closed", "level": 8, "infer_per_s": 9e9}]}
-    rows = {t["name"].rsplit(", ", 1)[1]: t for t in targets(results)}
+    project = ProjectResults(scaling=[_scaling("http-lean", "default", 4000, 13000),
+                                      _scaling("grpc", "default", 2000, 5000)])
+    rows = {t.name.rsplit(", ", 1)[1]: t for t in targets(project)}
     assert set(rows) == {"lean HTTP load generator", "tritonclient gRPC load generator"}
-    assert rows["lean HTTP load generator"]["measured"] == "3.25x (per-turn quartiles 2.50 / 2.75 / 3.00; mean batch 4.00)"
-    assert rows["lean HTTP load generator"]["met"]
-    assert rows["tritonclient gRPC load generator"]["measured"].startswith("2.50x")
-    assert not rows["tritonclient gRPC load generator"]["met"]
+    assert rows["lean HTTP load generator"].measured == "3.25x (per-turn quartiles 2.50 / 2.75 / 3.00; mean batch 4.00)"
+    assert rows["lean HTTP load generator"].met
+    assert rows["tritonclient gRPC load generator"].measured.startswith("2.50x")
+    assert not rows["tritonclient gRPC load generator"].met
 
 
 def test_a_scaling_run_with_failed_requests_does_not_meet_its_target():
     row = _scaling("http-lean", "default", 4000, 13000)
-    row["levels"]["c8"]["errors"] = 3
-    [target] = targets({"scaling": [row]})
-    assert target["measured"].endswith("; 3 failed requests)") and not target["met"]
+    row.levels["c8"].errors = 3
+    [target] = targets(ProjectResults(scaling=[row]))
+    assert target.measured.endswith("; 3 failed requests)") and not target.met
 
 
 def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores_polling():
-    main = _floor("split", "default", 0.40, 0.35)
-    results = {"floor": main, "floor_by_setup": {"split": main, "split, poll idle": _floor("split", "poll", 0.28, 0.27),
-                                                 "none": _floor("none", "default", 0.5, 0.4)},
-               "scaling": [_scaling("grpc", "default", 2000, 6200), _scaling("grpc", "poll", 3000, 6600)]}
-    got = {t["name"]: (t["measured"].split(" (")[0], t["met"]) for t in targets(results)}
+    project = ProjectResults(floors=[_floor("split", "default", 0.40, 0.35), _floor("none", "default", 0.5, 0.4),
+                                     _floor("split", "poll", 0.28, 0.27)],
+                             scaling=[_scaling("grpc", "default", 2000, 6200), _scaling("grpc", "poll", 3000, 6600)])
+    got = {t.name: (t.measured.split(" (")[0], t.met) for t in targets(project)}
     assert got == {
         "served mlp batch-1 gRPC p50 / do-nothing model p50": ("1.143x", False),
         "served mlp batch-1 gRPC p50 (absolute)": ("0.400 ms", True),
@@ -137,54 +344,59 @@ def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores
         "served mlp batch-1 gRPC p50 (absolute), idle cores polling": ("0.280 ms", True),
         "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator, "
         "idle cores polling": ("2.20x", False)}
+    opts = SuiteOptions(models=["mlp"], artifacts=Path("a"))
+    project.targets = targets(project)
+    assert "## Project targets" in markdown(_results(opts, project=project))
+    assert "## Project targets" not in markdown(_results(opts))
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("quick", [True, False])
 def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_path, quick):
     make = SuiteOptions.quick_defaults if quick else SuiteOptions
     opts = make(models=["cnn"], artifacts=artifacts, results_root=tmp_path, inprocess=False, protocols=("grpc",),
-                grpc_levels=(1,), duration_s=0.2, scaling_seconds=1.0, compare_placements=False)
-    results = json.loads((run_suite(opts) / "results.json").read_text())
+                grpc_levels=(1,), duration_s=0.2, scaling_seconds=1.0, compare_placements=False, project=True)
+    results = SuiteResults.read(run_suite(opts))
     main = "split" if len(available_cpus()) >= 2 else "none"
     polled = not quick and poll_idle_unavailable() is None  # a quick run leaves polling to the full suite
     setups = [main] + ([f"{main}, poll idle"] if polled else [])
-    rows = results["scaling"]
+    rows = results.project.scaling
     # each setup's load generators take turns; the polled setup comes after, since polling's effect outlasts it
-    assert [(r["protocol"], r["setup"]) for r in rows] == [(p, s) for s in setups for p in ("http-lean", "grpc")]
-    assert all(a["measured_s"][1] <= b["measured_s"][0] for a, b in zip(rows, rows[1:]) if a["setup"] != b["setup"])
+    assert [(r.protocol, r.setup) for r in rows] == [(p, s) for s in setups for p in ("http-lean", "grpc")]
+    assert all(a.measured_s[1] <= b.measured_s[0] for a, b in zip(rows, rows[1:]) if a.setup != b.setup)
     for r in rows:
-        c1, c8 = r["levels"]["c1"], r["levels"]["c8"]
-        assert r["turns"] >= 1 and c1["errors"] == c8["errors"] == 0 and c1["requests"] > 0 and c8["requests"] > 0
-        assert r["ratio"] == pytest.approx(c8["infer_per_s"] / c1["infer_per_s"])
-        assert c1["mean_batch"] == pytest.approx(1.0) and c8["mean_batch"] >= 1.0
-        assert set(c8["cores_busy"]) >= {f"cpu{c}" for c in available_cpus()}
-        assert all(0 <= f <= 1 for f in c8["cores_busy"].values() if f == f)
-        q25, median, q75 = r["turn_ratio_quartiles"]
+        c1, c8 = r.levels["c1"], r.levels["c8"]
+        assert r.turns >= 1 and c1.errors == c8.errors == 0 and c1.requests > 0 and c8.requests > 0
+        assert r.ratio == pytest.approx(c8.infer_per_s / c1.infer_per_s)
+        assert c1.mean_batch == pytest.approx(1.0) and c8.mean_batch >= 1.0
+        assert set(c8.cores_busy) >= {f"cpu{c}" for c in available_cpus()}
+        assert all(0 <= f <= 1 for f in c8.cores_busy.values() if f == f)
+        q25, median, q75 = r.turn_ratio_quartiles
         assert q25 <= median <= q75
-    judged = [t["name"] for t in results["targets"] if t["name"].startswith("cnn throughput")]
+    judged = [t.name for t in results.project.targets if t.name.startswith("cnn throughput")]
     assert len(judged) == len(rows) and sum(name.endswith(", idle cores polling") for name in judged) == polled * 2
     folder, = tmp_path.iterdir()
     assert folder.name.endswith("-quick") == quick
     summary = (folder / "summary.md").read_text()
     assert "## Scaling with dynamic batching (served cnn, concurrency 1 and 8 taking turns)" in summary
-    assert f"| {setups[-1]} | grpc | {rows[-1]['turns']} |" in summary
+    assert f"| {setups[-1]} | grpc | {rows[-1].turns} |" in summary
 
 
 def test_the_summary_names_the_idle_policy_and_a_latency_bound_held_by_another_process():
-    idle = {"driver": "intel_idle", "governor": "menu", "states": ["POLL (0 us)", "C1 (2 us)"]}
-    results = {"machine": {"host": "h", "cpu": "c", "cores": 2, "memory_gb": 1, "gpu": "none", "cpuidle": idle},
-               "date": "d", "git_commit": "g", "versions": {}}
+    results = _results(SuiteOptions(models=["mlp"], artifacts=Path("a")))
+    results.machine.cpuidle = IdlePolicy(driver="intel_idle", governor="menu", states=["POLL (0 us)", "C1 (2 us)"])
     line = "CPU idle policy: driver intel_idle, governor menu, states POLL (0 us), C1 (2 us)"
     assert line + "." in markdown(results)
-    idle["latency_bound_us"] = 0
+    results.machine.cpuidle.latency_bound_us = 0
     assert line + ", a PM QoS CPU latency bound of 0 us held when the run started." in markdown(results)
 
 
-def test_the_commit_is_marked_dirty_when_code_outside_the_results_differs_from_it(tmp_path):
+def test_the_commit_is_marked_dirty_when_code_outside_the_committed_reports_differs_from_it(tmp_path):
     assert git_commit(tmp_path) == "unknown"  # not a git checkout
-    (tmp_path / "bench" / "results").mkdir(parents=True)
+    reports = tmp_path / "docs" / "results" / "vm-2026-12-01"
+    reports.mkdir(parents=True)
     (tmp_path / "code.py").write_text("x = 1\n")
-    (tmp_path / "bench" / "results" / "summary.md").write_text("old\n")
+    (reports / "summary.md").write_text("old\n")
 
     def git(*args):
         return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=tmp_path,
@@ -194,8 +406,8 @@ def test_the_commit_is_marked_dirty_when_code_outside_the_results_differs_from_i
     git("add", ".")
     git("commit", "-qm", "first")
     head = git("rev-parse", "--short", "HEAD")
-    (tmp_path / "bench" / "results" / "summary.md").write_text("a new report\n")
+    (reports / "summary.md").write_text("a new report\n")
     (tmp_path / "notes.txt").write_text("untracked\n")
-    assert git_commit(tmp_path / "bench") == head
+    assert git_commit(tmp_path / "docs") == head
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_commit(tmp_path / "bench") == head + "-dirty"
+    assert git_commit(tmp_path / "docs") == head + "-dirty"

@@ -1,12 +1,12 @@
 """`tritonize bench` refuses, before any measuring, options that would only fail or be dropped at the
 end of a run of minutes: a write-back without a sweep, a sweep of a model the run does not serve, a
-write-back repository without the model's config."""
+write-back repository without the model's config, an SLO it cannot judge."""
 from pathlib import Path
 
 import pytest
 
-from tritonize.bench.suite import SuiteOptions, check_options, check_results_root
-from tritonize.bench.sweep import write_back
+from tritonize.bench.suite import Slo, SuiteOptions, check_options, check_results_root, parse_slo, parse_slos
+from tritonize.bench.sweep import BatchingSettings, write_back
 from tritonize.cli import main
 from tritonize.models.registry import UnknownModelError
 from tritonize.model_repository.config import parse_pbtxt
@@ -38,6 +38,13 @@ def test_consistent_options_pass(tmp_path):
     (dict(duration_s=0.0), "seconds per load run > 0, got 0.0"),
     (dict(perf_analyzer=Path("/no/such/perf_analyzer")), "--perf-analyzer expects an executable perf_analyzer "
                                                          "binary, got '/no/such/perf_analyzer' (no such file)"),
+    (dict(slos=(Slo("p99_ms", 5.0), Slo("p99_ms", 6.0))), "--slo takes each name once, got p99_ms more than once "
+                                                          "(p99_ms=5, p99_ms=6)"),
+    (dict(slos=(Slo("p95_ms", 5.0),)), "NAME one of p50_ms, p90_ms, p99_ms, min_throughput"),
+    (dict(slos=(Slo("p50_ms", -1.0),)), "VALUE a positive number, got Slo(name='p50_ms', value=-1.0)"),
+    (dict(protocols=("grpc", "udp")), "protocols must be among grpc, http, http-lean, got 'udp'"),
+    (dict(grpc_levels=(1, 0)), "the grpc concurrency levels must be integers >= 1, got [1, 0]"),
+    (dict(models=[]), "at least one model, got none"),
 ])
 def test_inconsistent_options_are_refused(kw, message):
     with pytest.raises(ValueError) as e:
@@ -63,15 +70,15 @@ def test_a_write_back_repository_without_a_usable_config_is_refused(tmp_path, te
         check_options(_options(sweep_model="mlp", sweep_write_back=repo))
     assert message in str(e.value)
     with pytest.raises(ValueError):
-        write_back(repo, "mlp", {"max_queue_delay_us": 100, "instance_count": 2, "preferred_batch_sizes": []})
+        write_back(repo, "mlp", BatchingSettings(max_queue_delay_us=100, instance_count=2, preferred_batch_sizes=[]))
     if text is not None:
         assert (repo / "mlp" / "config.pbtxt").read_text() == text  # left as it was
     assert not (repo / "mlp").exists() or [p.name for p in (repo / "mlp").iterdir()] == ["config.pbtxt"]
 
 
 def test_write_back_adds_batching_to_a_config_without_it(tmp_path):
-    path = write_back(_repo(tmp_path), "mlp", {"max_queue_delay_us": 100, "instance_count": 2,
-                                                "preferred_batch_sizes": [4]})
+    path = write_back(_repo(tmp_path), "mlp", BatchingSettings(max_queue_delay_us=100, instance_count=2,
+                                                               preferred_batch_sizes=[4]))
     config = parse_pbtxt(path.read_text())
     assert config.dynamic_batching.max_queue_delay_microseconds == 100 and config.instance_group[0].count == 2
 
@@ -94,3 +101,41 @@ def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
     blocker.write_text("")
     with pytest.raises(ValueError, match=f"--results expects a folder the report can be written to; {blocker}/r"):
         check_results_root(blocker / "r")
+
+
+@pytest.mark.parametrize("text, slo", [
+    ("p50_ms=5", Slo("p50_ms", 5.0)),
+    ("p90_ms=0.75", Slo("p90_ms", 0.75)),
+    (" p99_ms = 12 ", Slo("p99_ms", 12.0)),
+    ("min_throughput=2000", Slo("min_throughput", 2000.0)),
+])
+def test_an_slo_is_a_name_and_a_positive_number(text, slo):
+    assert parse_slo(text) == slo
+    assert slo.is_latency == slo.name.endswith("_ms")
+
+
+@pytest.mark.parametrize("text", ["p99=abc", "p99_ms", "p99_ms=", "p99_ms=abc", "p99_ms=0", "p99_ms=-3",
+                                  "p99_ms=nan", "p99_ms=inf", "max_latency=5", "=5", ""])
+def test_a_bad_slo_names_the_form_and_what_was_given(text):
+    with pytest.raises(ValueError) as e:
+        parse_slo(text)
+    assert str(e.value) == ("--slo expects NAME=VALUE with NAME one of p50_ms, p90_ms, p99_ms, min_throughput and "
+                            f"VALUE a positive number, got {text!r}")
+
+
+def test_an_slo_given_twice_is_refused():
+    assert parse_slos(["p99_ms=5", "min_throughput=100"]) == (Slo("p99_ms", 5.0), Slo("min_throughput", 100.0))
+    with pytest.raises(ValueError, match=r"each name once, got min_throughput more than once "
+                                         r"\(min_throughput=100, min_throughput=200\)"):
+        parse_slos(["min_throughput=100", "p99_ms=5", "min_throughput=200"])
+
+
+def test_the_suite_reexports_what_the_command_line_calls():
+    import tritonize.bench.options as options
+    import tritonize.bench.suite as suite
+
+    assert suite.parse_slo is options.parse_slo and suite.SuiteOptions is options.SuiteOptions
+    assert suite.check_results_root is options.check_results_root and callable(suite.run_suite)
+    quick = suite.SuiteOptions.quick_defaults(models=["mlp"], artifacts=Path("a"), slos=(parse_slo("p99_ms=5"),))
+    assert quick.quick and not quick.project and quick.slo("p99_ms") == Slo("p99_ms", 5.0)
+    assert quick.slo("p50_ms") is None

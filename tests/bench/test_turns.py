@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from tritonize.bench.suite import _turns
+from tritonize.bench.turns import turns
 from tritonize.timing import quartiles
 
 
@@ -16,9 +16,9 @@ def test_quartiles_are_numpys_25th_50th_and_75th_percentiles_as_floats():
 
 
 def test_turns_run_at_least_once_and_stop_once_the_time_is_spent():
-    assert sum(1 for _ in _turns(0.0)) == 1
+    assert sum(1 for _ in turns(0.0)) == 1
     start, count = time.monotonic(), 0
-    for _ in _turns(0.2):
+    for _ in turns(0.2):
         count += 1
         time.sleep(0.05)
     elapsed = time.monotonic() - start
