@@ -211,12 +211,21 @@ def load_encoder() -> SentenceEncoder:
     is an error rather than a silent random initialization.
     """
     from transformers import BertModel
+    from transformers.utils import logging as transformers_logging
 
     info = pipeline()
-    bert, loading = BertModel.from_pretrained(
-        str(info.folder), attn_implementation="eager", dtype=torch.float32,
-        local_files_only=True, output_loading_info=True,
-    )
+    # Its "Loading weights" bar would break into the CLI's own progress display; reading a local
+    # file is quick, and a failure raises below.
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        bert, loading = BertModel.from_pretrained(
+            str(info.folder), attn_implementation="eager", dtype=torch.float32,
+            local_files_only=True, output_loading_info=True,
+        )
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
     missing = list(loading.get("missing_keys", ()))
     mismatched = list(loading.get("mismatched_keys", ()))
     if missing or mismatched:
