@@ -4,17 +4,16 @@ in-process runner that prints nothing."""
 import csv
 import json
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tritonize.bench.inprocess import InProcessFailed, expected_tests, run_inprocess
+from tritonize.bench.inprocess import expected_tests
 from tritonize.bench.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS
 from tritonize.bench.plots import inprocess_figure, served_figure
 from tritonize.bench.project import FloorResult, ProjectResults, ScalingResult, targets
-from tritonize.bench.provenance import IdlePolicy, Machine, git_commit
+from tritonize.bench.provenance import IdlePolicy, Machine
 from tritonize.bench.report import markdown
 from tritonize.bench.results import SuiteResults
 from tritonize.bench.slo import judge
@@ -205,24 +204,6 @@ def test_the_served_plot_has_one_row_of_panels_per_model_and_draws_the_slos(tiny
 
 
 @pytest.mark.server
-def test_the_inprocess_runner_prints_nothing(artifacts, tmp_path, capfd):
-    opts = SuiteOptions.quick_defaults(models=["mlp"], artifacts=artifacts)
-    rows, skipped = run_inprocess(opts, tmp_path)
-    assert rows and all(r.model == "mlp" and r.rounds > 0 for r in rows)
-    assert len(rows) + len(skipped) == expected_tests(opts)
-    out, err = capfd.readouterr()
-    assert (out, err) == ("", "")
-
-
-def test_a_failing_inprocess_run_raises_with_the_failures_and_the_output(tmp_path, capfd):
-    opts = SuiteOptions.quick_defaults(models=["nosuch"], artifacts=tmp_path)  # every test fails to find the model
-    with pytest.raises(InProcessFailed, match="pytest exit code 1") as failed:
-        run_inprocess(opts, tmp_path / "work")
-    assert "[nosuch-1-torch_eager]" in str(failed.value) and "nosuch" in str(failed.value).split("End of pytest")[1]
-    assert capfd.readouterr() == ("", "")
-
-
-@pytest.mark.server
 def test_the_projects_run_measures_its_floors_and_judges_its_targets(artifacts, tmp_path):
     opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
                         protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=1.0, project=True)
@@ -389,25 +370,3 @@ def test_the_summary_names_the_idle_policy_and_a_latency_bound_held_by_another_p
     assert line + "." in markdown(results)
     results.machine.cpuidle.latency_bound_us = 0
     assert line + ", a PM QoS CPU latency bound of 0 us held when the run started." in markdown(results)
-
-
-def test_the_commit_is_marked_dirty_when_code_outside_the_committed_reports_differs_from_it(tmp_path):
-    assert git_commit(tmp_path) == "unknown"  # not a git checkout
-    reports = tmp_path / "docs" / "results" / "vm-2026-12-01"
-    reports.mkdir(parents=True)
-    (tmp_path / "code.py").write_text("x = 1\n")
-    (reports / "summary.md").write_text("old\n")
-
-    def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=tmp_path,
-                              check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q")
-    git("add", ".")
-    git("commit", "-qm", "first")
-    head = git("rev-parse", "--short", "HEAD")
-    (reports / "summary.md").write_text("a new report\n")
-    (tmp_path / "notes.txt").write_text("untracked\n")
-    assert git_commit(tmp_path / "docs") == head
-    (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_commit(tmp_path / "docs") == head + "-dirty"
