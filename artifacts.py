@@ -123,6 +123,8 @@ def new_manifest(spec: ModelSpec, folder: Path, files: list[str], **reports) -> 
     return {
         "model": spec.name,
         "spec_fingerprint": spec.fingerprint(),
+        # A user's model: the reference, its file and that file's SHA-256 (None for a built-in model).
+        "source": spec.source.to_json() if spec.source else None,
         "created": now_iso(),
         "versions": tool_versions(),
         "files": {name: sha256(folder / name) for name in files},
@@ -142,7 +144,8 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
     folder = model_dir(root, spec)
 
     def unusable(problem: str) -> ArtifactError:
-        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {spec.name} --out {root}` "
+        named = spec.source.reference if spec.source else spec.name
+        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {named} --out {root}` "
                              f"to produce it", problem)
 
     if not folder.is_dir():
@@ -157,6 +160,10 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
     if manifest.get("model") != spec.name or manifest.get("spec_fingerprint") != spec.fingerprint():
         raise unusable(f"{folder} was produced from another model description (expected {spec.name}@"
                        f"{spec.fingerprint()}, found {manifest.get('model')}@{manifest.get('spec_fingerprint')})")
+    recorded = (manifest.get("source") or {}).get("sha256")
+    if spec.source is not None and spec.source.sha256 and recorded != spec.source.sha256:
+        raise unusable(f"{folder} was exported from {spec.source.file} as it was before it changed "
+                       f"(SHA-256 {str(recorded)[:12]} then, {spec.source.sha256[:12]} now)")
     if verify:
         files = {k: v for k, v in manifest.get("files", {}).items() if not (ignore_under and _under(k, ignore_under))}
         for name, digest in files.items():

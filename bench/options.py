@@ -117,8 +117,9 @@ class SuiteOptions(Record):
 
 
 def served_models(models: list[str]) -> list[str]:
-    """The models the served part runs: the ONNX ones (the kernel models run in Triton's interpreter here, untimed)."""
-    return [m for m in models if get_spec(m).runtime == "onnx"]
+    """The names of the models the served part runs (`models` may hold references such as
+    `file.py:ATTR`): the ONNX ones (the kernel models run in Triton's interpreter here, untimed)."""
+    return [spec.name for spec in map(get_spec, models) if spec.runtime == "onnx"]
 
 
 def check_options(opts: SuiteOptions) -> None:

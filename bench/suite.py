@@ -47,7 +47,7 @@ def report_folder(opts: SuiteOptions, host: str, date: str) -> Path:
 
 def run_served(opts: SuiteOptions, work: Path, progress: Progress, results: SuiteResults) -> None:
     served = served_models(opts.models)
-    for m in opts.models:
+    for m in (get_spec(m).name for m in opts.models):
         if m not in served:
             results.skip(f"served {m}", "runs Triton kernels; without a GPU they run in Triton's interpreter, "
                                         "which is checked for correctness in the tests, not timed")

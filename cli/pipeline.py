@@ -91,7 +91,8 @@ def check_served(server: TritonServer, artifacts: Path, repository: Path, names:
             served = client.infer(name, inputs)
             ms = (time.perf_counter() - t0) * 1e3
             expected = _reference(spec, artifacts, repository)(inputs)
-            err = max(float(np.abs(served[o] - expected[o]).max()) for o in spec.output_names)
+            # A per-row value ([batch]) is served as Triton's dims [1], so compare in the model's own shape.
+            err = max(float(np.abs(served[o].reshape(expected[o].shape) - expected[o]).max()) for o in spec.output_names)
             tol = spec.tolerance("fp32")
             rows.append({"model": name, "max_abs_err": err, "ok": err <= tol.atol + tol.rtol, "latency_ms": ms})
     return rows
@@ -129,6 +130,8 @@ def run_bench(opts: RunOptions, progress) -> Path:
     kernels run in Triton's interpreter on a CPU, checked in the tests but not timed)."""
     from ..bench.suite import SuiteOptions, run_suite
 
-    bases = list(dict.fromkeys(s.base_model or s.name for s in map(get_spec, opts.models)))
+    # A user's model goes by its reference: the in-process benchmark resolves it again in a process of its own.
+    bases = list(dict.fromkeys(s.base_model or (s.source.reference if s.source else s.name)
+                               for s in map(get_spec, opts.models)))
     suite = SuiteOptions.quick_defaults(models=bases, artifacts=opts.artifacts, results_root=opts.results)
     return run_suite(suite, progress)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from ..artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
 from ..models.spec import ModelSpec
-from .onnx_export import export_onnx
+from .onnx_export import ExportError, export_onnx
 from .parity import ParityError, check_parity
 from .runtime import ort_session, run_ort, run_torch
 
@@ -28,14 +28,55 @@ def load_module(spec: ModelSpec, folder: Path) -> torch.nn.Module:
     return module.eval()
 
 
+def _named(spec: ModelSpec) -> str:
+    return f"model {spec.source.reference!r}" if spec.source else f"model {spec.name!r}"
+
+
+def build_module(spec: ModelSpec) -> torch.nn.Module:
+    """`spec.factory()` in eval mode, or an ExportError that names the model and what went wrong."""
+    try:
+        module = spec.factory()
+    except Exception as e:  # noqa: BLE001 - the user's factory: say which and why, whatever it raised
+        raise ExportError(f"{_named(spec)}: its factory raised {type(e).__name__}: {e}") from e
+    if not isinstance(module, torch.nn.Module):
+        raise ExportError(f"{_named(spec)}: its factory returned a {type(module).__name__}, expected a torch.nn.Module")
+    return module.eval()
+
+
+def check_outputs(spec: ModelSpec, module: torch.nn.Module) -> None:
+    """Run the module once on example inputs; its outputs must match the spec's in count, rank and dtype
+    (an ONNX graph exported from a mismatch would be served under the wrong names or shapes)."""
+    x = spec.example_inputs(2, spec.default_seq(), np.random.default_rng(0))
+    try:
+        with torch.inference_mode():
+            out = module(*(torch.from_numpy(x[name]) for name in spec.input_names))
+    except Exception as e:  # noqa: BLE001 - the user's forward: say which and why
+        raise ExportError(f"{_named(spec)}: forward() on example inputs ({spec.describe_inputs()}) raised "
+                          f"{type(e).__name__}: {e}") from e
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    expected = ", ".join(f"{t.name} {t.dtype} [{','.join(map(str, t.shape))}]" for t in spec.outputs)
+    if len(outs) != len(spec.outputs) or not all(isinstance(o, torch.Tensor) for o in outs):
+        got = ", ".join(type(o).__name__ if not isinstance(o, torch.Tensor) else f"tensor {list(o.shape)}" for o in outs)
+        raise ExportError(f"{_named(spec)}: the spec expects {len(spec.outputs)} outputs ({expected}); forward() "
+                          f"returned {len(outs)} ({got})")
+    for t, o in zip(spec.outputs, outs):
+        dtype = str(o.dtype).removeprefix("torch.")
+        if o.dim() != len(t.shape) or dtype != t.dtype:
+            raise ExportError(f"{_named(spec)}: output {t.name!r} is {t.dtype} with {len(t.shape)} dims "
+                              f"[{','.join(map(str, t.shape))}] in the spec; forward() returned {dtype} "
+                              f"{list(o.shape)}")
+
+
 def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int | None = None,
                  step: Step = _quiet, rng: np.random.Generator | None = None) -> dict:
     """Export one model into `root/<name>/`; the folder appears only when every check passed."""
     if spec.runtime != "onnx":
         raise ValueError(f"model {spec.name!r} runs on the {spec.runtime!r} runtime and is not exported to ONNX; "
                          f"export {spec.base_model!r} instead")
-    module = spec.factory()
-    with atomic_dir(model_dir(root, spec), marker=MANIFEST) as tmp:
+    with atomic_dir(model_dir(root, spec), marker=MANIFEST) as tmp:  # refuses a folder tritonize did not write
+        module = build_module(spec)
+        step("checking the outputs against the spec")
+        check_outputs(spec, module)
         step("saving weights")
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / WEIGHTS_FILE))
         step("exporting to ONNX")

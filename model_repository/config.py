@@ -44,7 +44,13 @@ def _instances(kind: int, count: int) -> mc.ModelInstanceGroup:
 
 
 def _tensor(t: TensorSpec, message):
-    return message(name=t.name, data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"), dims=t.dims_without_batch())
+    dims = t.dims_without_batch()
+    if dims:
+        return message(name=t.name, data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"), dims=dims)
+    # One value per row (shape [batch]): a batching model's config cannot have empty dims, so Triton's
+    # own form is dims [1], reshaped to no dims for the model, which then sees [batch].
+    return message(name=t.name, data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"), dims=[1],
+                   reshape=mc.ModelTensorReshape(shape=[]))
 
 
 def _warmup(spec: ModelSpec) -> mc.ModelWarmup:

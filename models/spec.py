@@ -126,17 +126,47 @@ class TextFrontend:
     max_seq_len: int = 512
 
 
+# How close a copy must stay, per precision, unless a spec says otherwise. Dynamic INT8 moves logits by
+# a few hundredths: the bound catches a broken graph, the top-1 floor the decisions (classifiers).
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3),
+    "int8": Tolerance(atol=0.5, rtol=0.1, min_top1=0.9),
+    "fp16": Tolerance(atol=2e-2, rtol=2e-2, min_top1=0.99),
+    "bf16": Tolerance(atol=6e-2, rtol=6e-2, min_top1=0.97),  # 8 mantissa bits against FP16's 11
+}
+
+
 @dataclass(frozen=True)
+class ModelSource:
+    """Where a user's model comes from: the reference it was named by, the file that defines it and
+    that file's SHA-256 when it was read (the manifest keeps it; an edited file means a new export)."""
+
+    reference: str
+    file: str
+    sha256: str
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "file": self.file, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
+    """A model: only `name`, `factory`, `inputs` and `outputs` are required.
+
+    `factory()` returns the `nn.Module` with its weights (deterministic: export and every later check
+    rebuild it); `inputs` and `outputs` describe the tensors, the first axis of each the batch. The rest
+    has defaults: tolerances per precision, serving hints, `classifier` (off: top-1 agreement is
+    judged only for classifiers)."""
+
     name: str
-    description: str
     factory: Callable[[], "object"] = field(compare=False, repr=False)
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    tolerances: Mapping[str, Tolerance] = field(compare=False)
+    description: str = ""
+    tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES), compare=False)
     serving: ServingHints = ServingHints()
     seed: int = 0
-    classifier: bool = True
+    classifier: bool = False
     # Sequence lengths to check parity at, and the one used for examples and tracing.
     seq_lens: tuple[int, ...] = ()
     max_seq_len: int = 0
@@ -147,6 +177,21 @@ class ModelSpec:
     runtime: str = "onnx"
     # Text models: the string input served in front of the token inputs (tokenized server-side).
     text: TextFrontend | None = None
+    # A user's model: where it was defined (set when it is resolved from a reference; None for built-ins).
+    source: ModelSource | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"ModelSpec name must be a Python-style identifier (letters, digits, _), as Triton "
+                             f"model names and file names use it, got {self.name!r}")
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"model {self.name!r}: a ModelSpec needs at least one input and one output, got "
+                             f"{len(self.inputs)} inputs and {len(self.outputs)} outputs")
+        if not callable(self.factory):
+            raise ValueError(f"model {self.name!r}: factory must be a function returning an nn.Module, "
+                             f"got {type(self.factory).__name__}")
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
 
     @property
     def has_seq(self) -> bool:
