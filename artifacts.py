@@ -115,6 +115,11 @@ def check_replaceable(final: Path, marker: str) -> None:
         raise FileExistsError(f"{final} exists and is not a folder; refusing to replace it")
 
 
+def _weights_sha256(spec: ModelSpec) -> str | None:
+    path = Path(spec.weights)
+    return sha256(path) if path.is_file() else None
+
+
 def model_dir(root: Path, spec: ModelSpec) -> Path:
     return Path(root) / spec.name
 
@@ -125,6 +130,8 @@ def new_manifest(spec: ModelSpec, folder: Path, files: list[str], **reports) -> 
         "spec_fingerprint": spec.fingerprint(),
         # A user's model: the reference, its file and that file's SHA-256 (None for a built-in model).
         "source": spec.source.to_json() if spec.source else None,
+        # Trained weights the spec names: the file and its SHA-256 (None when the factory makes them).
+        "weights": {"file": spec.weights, "sha256": _weights_sha256(spec)} if spec.weights else None,
         "created": now_iso(),
         "versions": tool_versions(),
         "files": {name: sha256(folder / name) for name in files},
@@ -164,6 +171,8 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
     if spec.source is not None and spec.source.sha256 and recorded != spec.source.sha256:
         raise unusable(f"{folder} was exported from {spec.source.file} as it was before it changed "
                        f"(SHA-256 {str(recorded)[:12]} then, {spec.source.sha256[:12]} now)")
+    if spec.weights and (manifest.get("weights") or {}).get("sha256") != _weights_sha256(spec):
+        raise unusable(f"{folder} was exported with other weights than {spec.weights} holds now")
     if verify:
         files = {k: v for k, v in manifest.get("files", {}).items() if not (ignore_under and _under(k, ignore_under))}
         for name, digest in files.items():

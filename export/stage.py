@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from ..artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
 from ..models.spec import ModelSpec
+from ..models.weights import load_weights
 from .onnx_export import ExportError, export_onnx
 from .parity import ParityError, check_parity
 from .runtime import ort_session, run_ort, run_torch
@@ -40,6 +41,8 @@ def build_module(spec: ModelSpec) -> torch.nn.Module:
         raise ExportError(f"{_named(spec)}: its factory raised {type(e).__name__}: {e}") from e
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"{_named(spec)}: its factory returned a {type(module).__name__}, expected a torch.nn.Module")
+    if spec.weights is not None:
+        load_weights(module, Path(spec.weights), _named(spec).removeprefix("model "))
     return module.eval()
 
 

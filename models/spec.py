@@ -177,6 +177,9 @@ class ModelSpec:
     runtime: str = "onnx"
     # Text models: the string input served in front of the token inputs (tokenized server-side).
     text: TextFrontend | None = None
+    # Trained weights to load into the factory's module: a .safetensors file or a torch state dict
+    # (.pt/.pth/.bin, read with weights_only=True). A relative path is taken from the working folder.
+    weights: str | None = None
     # A user's model: where it was defined (set when it is resolved from a reference; None for built-ins).
     source: ModelSource | None = field(default=None, compare=False, repr=False)
 
@@ -190,6 +193,8 @@ class ModelSpec:
         if not callable(self.factory):
             raise ValueError(f"model {self.name!r}: factory must be a function returning an nn.Module, "
                              f"got {type(self.factory).__name__}")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(self.weights))  # a Path is welcome too
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
 

@@ -162,3 +162,31 @@ def test_the_manifest_records_the_source_and_an_edited_file_is_not_reused(tmp_pa
     with pytest.raises(Exception, match=r"was exported from .*net.py as it was before it changed") as stale:
         load_manifest(tmp_path / "art", edited)
     assert f"tritonize export {path}:SPEC" in str(stale.value)
+
+
+def test_an_installed_package_registers_models_through_the_entry_point_group(tmp_path, monkeypatch):
+    write_model(tmp_path, name="ep_net", file="ep_models.py")
+    dist = tmp_path / "user_models-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-models\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[tritonize.models]\nep_net = ep_models:SPEC\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        spec = get_spec("ep_net")
+    finally:
+        sys.modules.pop("ep_models", None)
+    assert spec.name == "ep_net" and spec.source.reference == "ep_models:SPEC"
+    assert spec.source.file == str((tmp_path / "ep_models.py").resolve())
+    with pytest.raises(UnknownModelError, match=r"an installed one \(ep_net\)"):
+        get_spec("not_installed")
+
+
+def test_tritonize_models_lists_the_built_in_ones_and_describes_a_reference(tmp_path, capsys):
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("mlp", "cnn", "minilm", "cnn_fused")) and "by reference" in listing
+    path = write_model(tmp_path)
+    assert main(["models", f"{path}:SPEC"]) == 0
+    described = capsys.readouterr().out
+    assert "user_net" in described and "inputs  x float32 [batch,4]" in described
+    assert f"defined in {path.resolve()}" in described.replace("\n", "")
