@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -81,8 +82,18 @@ def export_onnx(spec: ModelSpec, module: torch.nn.Module, path: Path, exporter: 
                 info["fallback_from"] = errors
             return info
         except Exception as e:  # noqa: BLE001 - each exporter fails in its own way; report all of them
-            errors[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    raise ExportError(f"model {spec.name!r}: ONNX export failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+            errors[name] = _why(e)
+    named = repr(spec.source.reference) if spec.source else repr(spec.name)
+    raise ExportError(f"model {named}: ONNX export failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def _why(error: BaseException) -> str:
+    """The first line of the innermost cause: where the operator or Python construct that could not be
+    exported is named (the outer dynamo errors only say which step failed, with terminal colours)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def onnx_opset(path: Path) -> int:

@@ -190,3 +190,13 @@ def test_tritonize_models_lists_the_built_in_ones_and_describes_a_reference(tmp_
     described = capsys.readouterr().out
     assert "user_net" in described and "inputs  x float32 [batch,4]" in described
     assert f"defined in {path.resolve()}" in described.replace("\n", "")
+
+
+def test_a_model_no_exporter_can_export_names_the_operator_and_each_exporter(tmp_path):
+    path = write_model(tmp_path, name="eig", forward="torch.linalg.eigvalsh(x.reshape(-1, 2, 2)).reshape(-1, 2)")
+    with pytest.raises(ExportError) as failed:
+        export_model(get_spec(f"{path}:SPEC"), tmp_path / "art")
+    message = str(failed.value)
+    assert message.startswith(f"model '{path}:SPEC': ONNX export failed: dynamo: ")
+    assert "aten._linalg_eigh" in message and "legacy: UnsupportedOperatorError" in message
+    assert "aten::linalg_eigvalsh" in message and "\x1b[" not in message
