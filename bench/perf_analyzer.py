@@ -90,7 +90,8 @@ def input_data(spec: ModelSpec, batch: int = 1, seq: int | None = None,
     """perf_analyzer's JSON input data for `spec`: one entry per row of a valid random request (the
     same kind our senders send), each tensor without its batch axis, its shape given so that dynamic
     axes need no --shape."""
-    inputs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
+    examples = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
+    inputs = {t.name: t.as_served(examples[t.name]) for t in spec.inputs}
     return {"data": [{name: {"content": array[row].ravel().tolist(), "shape": list(array[row].shape)}
                       for name, array in inputs.items()} for row in range(batch)]}
 

@@ -64,7 +64,8 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
     if text:
         inputs, tensor_specs = text_inputs(spec, batch), [spec.text.input]
     else:
-        inputs, tensor_specs = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng), spec.inputs
+        examples = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
+        inputs, tensor_specs = {t.name: t.as_served(examples[t.name]) for t in spec.inputs}, spec.inputs
 
     if protocol == LEAN_HTTP:
         lean_inputs = [(t.name, inputs[t.name], t.wire_dtype) for t in tensor_specs]

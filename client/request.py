@@ -62,6 +62,14 @@ def _mismatch(info: ModelInfo, tensor: TensorInfo, x: np.ndarray) -> RequestErro
                         f"got {x.dtype} {_shape(x)} ({'; '.join(problems)})")
 
 
+def per_row(info: ModelInfo, tensor: TensorInfo, x):
+    """A per-row value given as [batch] for an input whose dims are [1] (Triton's form for one value
+    per row) is sent as [batch, 1]; anything else is left to check_tensor."""
+    if info.batching and isinstance(x, np.ndarray) and x.ndim == 1 and len(tensor.shape) == 2 and tensor.shape[1] == 1:
+        return x.reshape(-1, 1)
+    return x
+
+
 def check_tensor(info: ModelInfo, tensor: TensorInfo, x) -> None:
     """Raise a RequestError when `x` does not fit `tensor`: type, dtype, rank, fixed axes."""
     if not isinstance(x, np.ndarray):
@@ -83,6 +91,7 @@ def prepare(info: ModelInfo, inputs: Inputs, outputs: Sequence[str] | None = Non
             raise RequestError(f"model {info.name} has {len(info.inputs)} inputs ({info.describe_inputs()}): "
                                "pass a dict of input name -> array, not one array")
         tensor = info.inputs[0]
+        inputs = per_row(info, tensor, inputs)
         check_tensor(info, tensor, inputs)
         arrays = {tensor.name: inputs}
     elif isinstance(inputs, Mapping):
@@ -107,6 +116,7 @@ def _check_all(info: ModelInfo, inputs: Mapping[str, np.ndarray]) -> dict[str, n
                 continue
             raise RequestError(f"model {info.name}: missing input '{tensor.name}' ({info.describe_tensor(tensor)}); "
                                f"given: {', '.join(inputs) or 'nothing'}")
+        x = per_row(info, tensor, x)
         check_tensor(info, tensor, x)
         arrays[tensor.name] = x
     return arrays

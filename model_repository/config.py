@@ -58,7 +58,7 @@ def _warmup(spec: ModelSpec) -> mc.ModelWarmup:
     input kind (token id 0, an all-padding mask is handled), and random token ids may not be."""
     seq = spec.default_seq()
     inputs = {t.name: mc.ModelWarmup.Input(data_type=mc.DataType.Value(f"TYPE_{t.triton_dtype}"),
-                                           dims=list(t.concrete_shape(1, seq)[1:]), zero_data=True)
+                                           dims=list(t.concrete_shape(1, seq)[1:]) or [1], zero_data=True)
               for t in spec.inputs}
     return mc.ModelWarmup(name="zeros_batch1", batch_size=1, inputs=inputs)
 

@@ -73,6 +73,11 @@ class TensorSpec:
         """Triton's `dims`: the shape after the batch axis, -1 for every dynamic axis."""
         return [-1 if isinstance(a, str) else a for a in self.shape[1:]]
 
+    def as_served(self, x: np.ndarray) -> np.ndarray:
+        """`x` as a request carries it: a per-row value (shape [batch]) travels as [batch, 1], the dims
+        [1] a batching Triton config gives it (reshaped back to [batch] for the model)."""
+        return x.reshape(-1, 1) if len(self.shape) == 1 else x
+
     def concrete_shape(self, batch: int, seq: int | None = None) -> tuple[int, ...]:
         out = []
         for axis in self.shape:

@@ -13,7 +13,7 @@ from tritonize.models.registry import get_spec
 from tritonize.serving.server import TritonServer
 
 USER_FILE = textwrap.dedent('''
-    """Somebody's model: an image and a token sequence in, class scores and a per-row norm out."""
+    """Somebody's model: an image, a token sequence and a per-row scale in; class scores and a per-row norm out."""
     import torch
     from torch import nn
 
@@ -27,9 +27,9 @@ USER_FILE = textwrap.dedent('''
             self.tokens = nn.Embedding(50, 4)
             self.head = nn.Linear(8, 3)
 
-        def forward(self, image, ids):
+        def forward(self, image, ids, scale):
             features = torch.cat([self.image(image), self.tokens(ids).mean(dim=1)], dim=1)
-            return self.head(features), features.norm(dim=1)
+            return self.head(features) * scale[:, None], features.norm(dim=1)
 
 
     def build():
@@ -41,7 +41,8 @@ USER_FILE = textwrap.dedent('''
         return ModelSpec(
             name="image_and_tokens", factory=build,
             inputs=[TensorSpec("image", "float32", ("batch", 3, 8, 8)),
-                    TensorSpec("ids", "int64", ("batch", "seq"), kind="token_ids", vocab_size=50)],
+                    TensorSpec("ids", "int64", ("batch", "seq"), kind="token_ids", vocab_size=50),
+                    TensorSpec("scale", "float32", ("batch",))],
             outputs=[TensorSpec("scores", "float32", ("batch", 3)), TensorSpec("norm", "float32", ("batch",))],
             seq_lens=(1, 4, 9), max_seq_len=16)
 ''')
@@ -68,8 +69,9 @@ def test_a_users_model_file_goes_through_every_stage_to_a_real_server(tmp_path_f
             served = client.infer("image_and_tokens", inputs)
             expected = run_torch(module, spec, inputs)
             assert served["scores"].shape == (batch, 3)
-            # A per-row value is served as Triton's dims [1] (reshaped to [batch] for the model itself).
-            assert served["norm"].shape == (batch, 1)
+            # A per-row value is served as Triton's dims [1] (reshaped to [batch] for the model itself):
+            # the client sends the [batch] scale as [batch, 1], and the [batch] norm comes back so.
+            assert inputs["scale"].shape == (batch,) and served["norm"].shape == (batch, 1)
             for name, want in expected.items():
                 got = served[name].reshape(want.shape)
                 assert np.allclose(got, want, atol=tolerance.atol, rtol=tolerance.rtol), (name, batch, seq)

@@ -71,3 +71,18 @@ def test_numbers_for_a_bytes_input_are_refused(text_server):
         with pytest.raises(RequestError, match=r"model text_stats input 'text': expected BYTES \[-1,1\] \(max batch "
                                                r"8\), got int64 \[2,1\] \(int64 is not BYTES"):
             client.infer("text_stats", np.zeros((2, 1), np.int64))
+
+
+def test_a_per_row_value_given_as_batch_is_sent_as_triton_dims_1_and_only_then():
+    from tritonize.client.model_info import ModelInfo, TensorInfo
+    from tritonize.client.request import prepare
+
+    info = ModelInfo("scaled", "1", 64, (TensorInfo("x", "FP32", (-1, 4)), TensorInfo("scale", "FP32", (-1, 1))),
+                     (TensorInfo("y", "FP32", (-1, 4)),))
+    request = prepare(info, {"x": f32(3, 4), "scale": f32(3)})
+    assert request.arrays["scale"].shape == (3, 1) and request.batch == 3
+    with pytest.raises(RequestError, match=r"input 'x': expected FP32 \[-1,4\] .*got float32 \[3\]"):
+        prepare(info, {"x": f32(3), "scale": f32(3)})  # a wider row is never guessed
+    unbatched = ModelInfo("plain", "1", 0, (TensorInfo("scale", "FP32", (-1, 1)),), (TensorInfo("y", "FP32", (-1,)),))
+    with pytest.raises(RequestError, match=r"1 dims where 2 are expected"):
+        prepare(unbatched, f32(3))
