@@ -3,9 +3,11 @@ progress bar. Only the standard library and rich load here, so that `--help` sta
 subcommand imports its stage (torch, ONNX Runtime, tritonclient) inside the function that runs it."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)  # progress, notes and errors
@@ -36,5 +38,36 @@ def for_each_model(specs, title: str, work: Callable) -> list:
     return results
 
 
-def add_models_argument(parser, help_text: str = "models (default: all exportable)") -> None:
+def add_models_argument(parser, help_text: str = "models: built-in names or references FILE.py:ATTR / "
+                                                  "package.module:ATTR (default: all built-in exportable ones)") -> None:
     parser.add_argument("models", nargs="*", metavar="MODEL", help=help_text)
+
+
+def add_data_argument(parser, judged: str) -> None:
+    parser.add_argument("--data", type=Path, metavar="PATH",
+                        help=f"your own rows, which {judged}: an .npz of the model's inputs (np.savez, arrays named "
+                             f"like the inputs), or a folder of <model>.npz (default: random example inputs)")
+
+
+def input_rows_by_model(chosen, path: Path | None, flag: str, purpose: str) -> dict:
+    """Each model's rows from `flag` PATH (one model's .npz, or a folder of <model>.npz), all read and
+    checked against the models before any work; a model without a file gets none."""
+    if path is None:
+        return {}
+    from ..export.input_rows import InputRows
+
+    if not path.is_dir():
+        if len(chosen) != 1:
+            raise CliError(f"{flag} {path}: one .npz holds one model's rows; name that model "
+                           f"(... MODEL {flag} {path}) or pass a folder of <model>.npz files")
+        return {chosen[0].name: InputRows.from_file(chosen[0], path, purpose)}
+    names = {s.name for s in chosen}
+    files = {f.stem: f for f in sorted(path.glob("*.npz"))}
+    if not names & files.keys():
+        raise CliError(f"{flag} {path}: expected files named {', '.join(f'{n}.npz' for n in sorted(names))}, "
+                       f"found {', '.join(f.name for f in files.values()) or 'no .npz file'}")
+    for stem, f in files.items():
+        if stem not in names:
+            console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {stem!r} among those named",
+                          highlight=False, soft_wrap=True)
+    return {s.name: InputRows.from_file(s, files[s.name], purpose) for s in chosen if s.name in files}

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from ..artifacts import DEFAULT_ROOT, VARIANTS
-from .common import CliError, add_models_argument, console, for_each_model, out
+from .common import CliError, add_data_argument, add_models_argument, for_each_model, input_rows_by_model, out
 from .common import specs as models
 
 
@@ -20,36 +20,19 @@ def register(sub) -> None:
                    help="representative rows for int8_static's activation ranges: an .npz of the model's inputs "
                         "(np.savez, arrays named like the inputs), or a folder of <model>.npz "
                         "(default: the spec's random example inputs)")
+    add_data_argument(p, "parity and accuracy (top-1 or cosine) of every variant are judged on")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
     p.add_argument("--trt-precision", choices=["fp32", "fp16", "bf16"], default="fp16", help="engine precision (default: %(default)s)")
     p.set_defaults(func=run)
 
 
 def _calibrations(chosen, path: Path | None, variants: list[str]) -> dict:
-    """Each model's calibration rows from `--calibration` (a model's .npz, or a folder of <model>.npz),
-    all checked before any work; models without a file are calibrated on example inputs."""
-    if path is None:
-        return {}
-    from ..export.calibration import Calibration
-
-    if "int8_static" not in variants:
+    """Each model's calibration rows from `--calibration`; models without a file are calibrated on
+    example inputs."""
+    if path is not None and "int8_static" not in variants:
         raise CliError(f"--calibration sets the int8_static variant's activation ranges, but --variants leaves it "
                        f"out (got {' '.join(variants)})")
-    if not path.is_dir():
-        if len(chosen) != 1:
-            raise CliError(f"--calibration {path}: one .npz calibrates one model; name that model "
-                           f"(tritonize optimize MODEL --calibration {path}) or pass a folder of <model>.npz files")
-        return {chosen[0].name: Calibration.from_file(chosen[0], path)}
-    names = {s.name for s in chosen}
-    files = {f.stem: f for f in sorted(path.glob("*.npz"))}
-    if not names & files.keys():
-        raise CliError(f"--calibration {path}: expected files named {', '.join(f'{n}.npz' for n in sorted(names))}, "
-                       f"found {', '.join(f.name for f in files.values()) or 'no .npz file'}")
-    for stem, f in files.items():
-        if stem not in names:
-            console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {stem!r} among those optimized",
-                          highlight=False, soft_wrap=True)
-    return {s.name: Calibration.from_file(s, files[s.name]) for s in chosen if s.name in files}
+    return input_rows_by_model(chosen, path, "--calibration", "calibration data")
 
 
 def run(args) -> int:
@@ -60,12 +43,13 @@ def run(args) -> int:
 
     specs = models(args.models)
     calibrations = _calibrations(specs, args.calibration, args.variants)
+    data = input_rows_by_model(specs, args.data, "--data", "data")
     if args.tensorrt:
         from ..export.tensorrt import build_engine, require_tensorrt
 
         require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
     choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(
-        s, args.out, tuple(args.variants), step, calibration=calibrations.get(s.name)))
+        s, args.out, tuple(args.variants), step, calibration=calibrations.get(s.name), data=data.get(s.name)))
     table = Table(title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
                   collapse_padding=True,
                   caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
@@ -86,6 +70,10 @@ def run(args) -> int:
                           f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
     out.print(table)
     for spec, choice in zip(specs, choices):
+        judged = choice["data"]
+        if "sha256" in judged:  # the user's rows
+            out.print(f"{spec.name}: variants judged on {escape(judged['data'])} ({judged['rows']} rows, SHA-256 "
+                      f"{judged['sha256'][:12]}); picked {choice['chosen']}", highlight=False, soft_wrap=True)
         if "calibration" in choice:
             source = choice["calibration"]
             seqs = f", sequence lengths {', '.join(map(str, source['seq_lens']))}" if source["seq_lens"] else ""

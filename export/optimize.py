@@ -39,7 +39,7 @@ from ..artifacts import (
 )
 from ..models.spec import ModelSpec
 from ..timing import measure_latency
-from .calibration import Calibration
+from .input_rows import InputRows
 from .parity import agreement_cases, check_parity
 from .runtime import ort_session, run_ort, run_torch
 from .stage import load_module
@@ -47,11 +47,11 @@ from .stage import load_module
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
 
 
-def _build_fp32(src: Path, dst: Path, calibration: Calibration) -> None:
+def _build_fp32(src: Path, dst: Path, calibration: InputRows) -> None:
     shutil.copyfile(src, dst)
 
 
-def _build_ort_opt(src: Path, dst: Path, calibration: Calibration) -> None:
+def _build_ort_opt(src: Path, dst: Path, calibration: InputRows) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.optimized_model_filepath = str(dst)
@@ -82,20 +82,20 @@ def _quiet_root_logger():
         root_logger.setLevel(level)
 
 
-def _build_int8(src: Path, dst: Path, calibration: Calibration) -> None:
+def _build_int8(src: Path, dst: Path, calibration: InputRows) -> None:
     with _quiet_root_logger():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 class _CalibrationReader(CalibrationDataReader):
-    def __init__(self, calibration: Calibration):
+    def __init__(self, calibration: InputRows):
         self._batches = iter(calibration.batches)
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
 
 
-def _build_int8_static(src: Path, dst: Path, calibration: Calibration) -> None:
+def _build_int8_static(src: Path, dst: Path, calibration: InputRows) -> None:
     prepared = dst.with_name("prepared.onnx")
     with _quiet_root_logger():
         # ONNX shape inference only: ORT's symbolic pass cannot follow the exporter's dynamic reshapes.
@@ -108,7 +108,7 @@ def _build_int8_static(src: Path, dst: Path, calibration: Calibration) -> None:
     prepared.unlink()
 
 
-BUILDERS: dict[str, Callable[[Path, Path, Calibration], None]] = {
+BUILDERS: dict[str, Callable[[Path, Path, InputRows], None]] = {
     "fp32": _build_fp32, "ort_opt": _build_ort_opt, "int8": _build_int8, "int8_static": _build_int8_static}
 
 
@@ -125,10 +125,12 @@ def check_variant_names(spec: ModelSpec, names) -> None:
 
 def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARIANTS,
                    step: Callable[[str], None] = lambda _: None, rng: np.random.Generator | None = None,
-                   agreement_rows: int = 1000, latency_iters: int = 100, calibration: Calibration | None = None) -> dict:
+                   agreement_rows: int = 1000, latency_iters: int = 100, calibration: InputRows | None = None,
+                   data: InputRows | None = None) -> dict:
     """Build, check and time each variant; write them and choice.json atomically; return the choice.
 
-    `calibration`: the rows static INT8 is calibrated on (default: the spec's example inputs)."""
+    `calibration`: the rows static INT8 is calibrated on (default: the spec's example inputs).
+    `data`: the rows parity and accuracy are judged on (default: `agreement_rows` random rows)."""
     check_variant_names(spec, variants)
     rng = rng if rng is not None else np.random.default_rng()
     load_manifest(root, spec, ignore_under=VARIANTS_DIR)
@@ -137,7 +139,7 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
     # Every variant is checked on the same inputs, so PyTorch runs once per case, not once per variant.
     seed = int(rng.integers(2**63))
     # Calibration draws its own inputs: parity is judged on rows it never saw.
-    calibration = calibration or Calibration.from_examples(spec, np.random.default_rng([seed, 1]))
+    calibration = calibration or InputRows.from_examples(spec, np.random.default_rng([seed, 1]))
     reference_outputs: dict[int, dict] = {}
 
     def reference(x: dict) -> dict:
@@ -161,9 +163,11 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
                 continue
             session = ort_session(out, threads=threads, spin=False)
             candidate = lambda x, s=session: run_ort(s, spec, x)  # noqa: E731
-            step(f"{name}: parity on {agreement_rows} random rows")
+            step(f"{name}: parity on {data.source['rows'] if data else agreement_rows} "
+                 f"{'rows of your data' if data else 'random rows'}")
             report = check_parity(spec, reference, candidate, PRECISION[name],
-                                  cases=agreement_cases(spec, agreement_rows), rng=np.random.default_rng(seed))
+                                  cases=agreement_cases(spec, agreement_rows), rng=np.random.default_rng(seed),
+                                  batches=data.batches if data else None)
             step(f"{name}: latency")
             latency = {}
             for batch in latency_batches(spec):
@@ -175,6 +179,9 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
                              "tolerance": report.tolerance, "latency": latency,
                              "size_bytes": out.stat().st_size}
         choice = pick_variant(results)
+        # What the choice was judged on: the user's rows (with their SHA-256) or random example inputs.
+        choice["data"] = data.source if data else {"data": "random example inputs", "rows": agreement_rows}
+        choice["why"] += f", judged on {'your data ' + data.source['data'] if data else 'random example inputs'}"
         if "int8_static" in results:
             choice["calibration"] = calibration.source
         write_json(tmp / CHOICE_FILE, choice)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -109,13 +109,17 @@ def parity_cases(spec: ModelSpec) -> list[tuple[int, int | None]]:
 
 
 def check_parity(spec: ModelSpec, reference: Runner, candidate: Runner, precision: str,
-                 cases: list[tuple[int, int | None]] | None = None, rng: np.random.Generator | None = None) -> ParityReport:
+                 cases: list[tuple[int, int | None]] | None = None, rng: np.random.Generator | None = None,
+                 batches: Sequence[dict[str, np.ndarray]] | None = None) -> ParityReport:
+    """Parity on random inputs of the (batch, seq) `cases`, or on the given `batches` (the user's rows)."""
     rng = rng if rng is not None else np.random.default_rng()
     tol = spec.tolerance(precision)
     report = ParityReport(precision, asdict(tol))
-    for batch, seq in cases or parity_cases(spec):
-        inputs = spec.example_inputs(batch, seq, rng)
-        report.cases.append(compare(spec, reference(inputs), candidate(inputs), tol, batch, seq))
+    if batches is None:
+        batches = [spec.example_inputs(batch, seq, rng) for batch, seq in cases or parity_cases(spec)]
+    for inputs in batches:
+        rows, seq = spec.check_inputs(inputs, "parity rows")
+        report.cases.append(compare(spec, reference(inputs), candidate(inputs), tol, rows, seq))
     return report
 
 

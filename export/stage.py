@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from ..artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
 from ..models.spec import ModelSpec
 from ..models.weights import load_weights
+from .input_rows import InputRows
 from .onnx_export import ExportError, export_onnx
 from .parity import ParityError, check_parity
 from .runtime import ort_session, run_ort, run_torch
@@ -71,8 +72,9 @@ def check_outputs(spec: ModelSpec, module: torch.nn.Module) -> None:
 
 
 def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int | None = None,
-                 step: Step = _quiet, rng: np.random.Generator | None = None) -> dict:
-    """Export one model into `root/<name>/`; the folder appears only when every check passed."""
+                 step: Step = _quiet, rng: np.random.Generator | None = None, data: InputRows | None = None) -> dict:
+    """Export one model into `root/<name>/`; the folder appears only when every check passed.
+    `data`: the user's rows, which parity is judged on as well as the random cases."""
     if spec.runtime != "onnx":
         raise ValueError(f"model {spec.name!r} runs on the {spec.runtime!r} runtime and is not exported to ONNX; "
                          f"export {spec.base_model!r} instead")
@@ -86,12 +88,15 @@ def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int
         info = export_onnx(spec, module, tmp / ONNX_FILE, exporter, opset)
         step("checking parity with ONNX Runtime")
         session = ort_session(tmp / ONNX_FILE)
-        report = check_parity(spec, lambda x: run_torch(module, spec, x), lambda x: run_ort(session, spec, x),
-                              "fp32", rng=rng)
-        write_json(tmp / PARITY_FILE, report.to_json())
+        torch_run, ort_run = (lambda x: run_torch(module, spec, x)), (lambda x: run_ort(session, spec, x))
+        report = check_parity(spec, torch_run, ort_run, "fp32", rng=rng)
+        if data is not None:  # the user's rows too, as cases of the same report
+            report.cases += check_parity(spec, torch_run, ort_run, "fp32", batches=data.batches).cases
+        write_json(tmp / PARITY_FILE, {**report.to_json(), "data": data.source if data else None})
         if not report.ok:
             raise ParityError(report.failure_message(spec, "ONNX export"))
         manifest = new_manifest(spec, tmp, [WEIGHTS_FILE, ONNX_FILE, PARITY_FILE], export=info,
-                                parity={"ok": True, "max_abs_err": report.max_abs_err, "cases": len(report.cases)})
+                                parity={"ok": True, "max_abs_err": report.max_abs_err, "cases": len(report.cases),
+                                        "data": data.source if data else None})
         write_json(tmp / "manifest.json", manifest)
     return manifest

@@ -9,14 +9,14 @@ from onnx import numpy_helper
 
 from tritonize.cli import main
 from tritonize.export import optimize
-from tritonize.export.calibration import BATCHES, ROWS, Calibration
+from tritonize.export.input_rows import BATCHES, ROWS, InputRows
 from tritonize.export.optimize import optimize_model
 from tritonize.models import get_spec
 
 
 def test_example_calibration_covers_every_sequence_length():
     spec = get_spec("transformer")
-    calibration = Calibration.from_examples(spec, np.random.default_rng())
+    calibration = InputRows.from_examples(spec, np.random.default_rng())
     assert len(calibration.batches) == BATCHES
     assert {b["input_ids"].shape for b in calibration.batches} == {(ROWS, s) for s in spec.seq_lens}
     assert calibration.source == {"data": "example inputs", "rows": BATCHES * ROWS, "seq_lens": sorted(spec.seq_lens)}
@@ -26,7 +26,7 @@ def test_a_file_is_checked_and_cut_into_batches_of_all_its_rows(tmp_path):
     spec = get_spec("transformer")
     rows = spec.example_inputs(2 * ROWS + 3, 17, np.random.default_rng())
     np.savez(tmp_path / "t.npz", **rows)
-    calibration = Calibration.from_file(spec, tmp_path / "t.npz")
+    calibration = InputRows.from_file(spec, tmp_path / "t.npz")
     assert [len(b["input_ids"]) for b in calibration.batches] == [ROWS, ROWS, 3]
     for name, array in rows.items():
         assert np.array_equal(np.concatenate([b[name] for b in calibration.batches]), array)
@@ -64,7 +64,7 @@ EXPECTS = "model 'transformer' expects input_ids int64 [batch,seq], attention_ma
 def test_rows_that_do_not_fit_the_model_are_refused_naming_expected_and_given(tmp_path, rows, problem):
     np.savez(tmp_path / "bad.npz", **rows)
     with pytest.raises(ValueError) as e:
-        Calibration.from_file(get_spec("transformer"), tmp_path / "bad.npz")
+        InputRows.from_file(get_spec("transformer"), tmp_path / "bad.npz")
     assert str(e.value) == f"calibration data {tmp_path / 'bad.npz'}: {EXPECTS}{problem}"
 
 
@@ -72,12 +72,12 @@ def test_dense_rows_must_have_the_fixed_axes_and_be_finite(tmp_path):
     spec = get_spec("cnn")
     np.savez(tmp_path / "small.npz", x=np.zeros((2, 3, 20, 24), np.float32))
     with pytest.raises(ValueError, match=r"expects x float32 \[batch,3,24,24\]; got x with axis 2 of 20, shape \[2, 3, 20, 24\]"):
-        Calibration.from_file(spec, tmp_path / "small.npz")
+        InputRows.from_file(spec, tmp_path / "small.npz")
     x = np.zeros((2, 3, 24, 24), np.float32)
     x[1, 0, 0, :2] = np.nan
     np.savez(tmp_path / "nan.npz", x=x)
     with pytest.raises(ValueError, match="got x with 2 values that are NaN or infinite"):
-        Calibration.from_file(spec, tmp_path / "nan.npz")
+        InputRows.from_file(spec, tmp_path / "nan.npz")
 
 
 def test_files_numpy_cannot_read_as_named_arrays_are_refused(tmp_path):
@@ -86,15 +86,15 @@ def test_files_numpy_cannot_read_as_named_arrays_are_refused(tmp_path):
     (tmp_path / "notes.npz").write_text("not a zip")
     expected = "calibration data for model 'mlp': expected an .npz file of arrays named x (np.savez), got "
     with pytest.raises(ValueError, match="it holds a single float32 array \\[2, 784\\], not named arrays") as e:
-        Calibration.from_file(spec, tmp_path / "plain.npy")
+        InputRows.from_file(spec, tmp_path / "plain.npy")
     assert str(e.value).startswith(expected + str(tmp_path / "plain.npy"))
     with pytest.raises(ValueError) as e:
-        Calibration.from_file(spec, tmp_path / "notes.npz")
+        InputRows.from_file(spec, tmp_path / "notes.npz")
     assert str(e.value).startswith(expected + str(tmp_path / "notes.npz") + ", which numpy cannot read that way")
     with pytest.raises(ValueError, match=r"expected an .npz file, got .*missing.npz \(no such file\)"):
-        Calibration.from_file(spec, tmp_path / "missing.npz")
+        InputRows.from_file(spec, tmp_path / "missing.npz")
     with pytest.raises(ValueError, match=r"expected an .npz file, got .* \(a folder\)"):
-        Calibration.from_file(spec, tmp_path)
+        InputRows.from_file(spec, tmp_path)
 
 
 def _input_scale(model_path, input_name: str) -> float:
@@ -124,7 +124,7 @@ def test_the_rows_given_set_the_activation_ranges_and_are_recorded(mlp_artifacts
 
     wide = 10 * np.random.default_rng().standard_normal((40, 784)).astype(np.float32)
     np.savez(tmp_path / "wide.npz", x=wide)
-    choice = optimize_model(spec, mlp_artifacts, calibration=Calibration.from_file(spec, tmp_path / "wide.npz"), **QUICK)
+    choice = optimize_model(spec, mlp_artifacts, calibration=InputRows.from_file(spec, tmp_path / "wide.npz"), **QUICK)
     # MinMax calibration: the u8 input scale spans the rows' range, ten times wider here.
     assert _input_scale(static, "x") == pytest.approx((wide.max() - min(wide.min(), 0)) / 255, rel=1e-4)
     assert _input_scale(static, "x") > 5 * default_scale
@@ -158,11 +158,11 @@ def test_cli_calibrates_from_a_folder_and_says_what_each_model_was_calibrated_on
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert f"mlp: int8_static calibrated on {(data / 'mlp.npz').resolve()} (16 rows)" in captured.out
-    assert f"{data / 'resnet.npz'} left unused: no model 'resnet' among those optimized" in " ".join(captured.err.split())
+    assert f"{data / 'resnet.npz'} left unused: no model 'resnet' among those named" in " ".join(captured.err.split())
 
 
 @pytest.mark.parametrize("args, message", [
-    (["mlp", "cnn", "--calibration", "{data}/mlp.npz"], "one .npz calibrates one model; name that model"),
+    (["mlp", "cnn", "--calibration", "{data}/mlp.npz"], "one .npz holds one model's rows; name that model"),
     (["mlp", "--variants", "fp32", "int8", "--calibration", "{data}"],
      "--calibration sets the int8_static variant's activation ranges, but --variants leaves it out (got fp32 int8)"),
     (["mlp", "cnn", "--calibration", "{data}/empty"], "expected files named cnn.npz, mlp.npz, found no .npz file"),
