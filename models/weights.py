@@ -8,7 +8,6 @@ error.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -20,14 +19,6 @@ SHOWN = 8  # keys listed per kind of mismatch
 
 class WeightsError(ValueError):
     """Weights that cannot be read, or do not fit the model; the message names the model and the file."""
-
-
-def weights_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(path: Path, model: str) -> dict[str, torch.Tensor]:
