@@ -151,8 +151,7 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
     folder = model_dir(root, spec)
 
     def unusable(problem: str) -> ArtifactError:
-        named = spec.source.reference if spec.source else spec.name
-        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {named} --out {root}` "
+        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {spec.reference} --out {root}` "
                              f"to produce it", problem)
 
     if not folder.is_dir():

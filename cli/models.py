@@ -31,9 +31,8 @@ def run(args) -> int:
     out.print(table)
     if args.models:  # the models asked about: their tensors too
         for spec in specs:
-            outputs = ", ".join(f"{t.name} {t.dtype} [{','.join(map(str, t.shape))}]" for t in spec.outputs)
             where = f" (defined in {spec.source.file})" if spec.source else ""
-            out.print(f"{spec.name}{where}\n  inputs  {spec.describe_inputs()}\n  outputs {outputs}", highlight=False,
+            out.print(f"{spec.name}{where}\n  inputs  {spec.describe_inputs()}\n  outputs {spec.describe_outputs()}", highlight=False,
                       markup=False)
     else:
         out.print("Your own model: name it by reference, e.g. tritonize export path/to/model.py:SPEC "

@@ -131,7 +131,6 @@ def run_bench(opts: RunOptions, progress) -> Path:
     from ..bench.suite import SuiteOptions, run_suite
 
     # A user's model goes by its reference: the in-process benchmark resolves it again in a process of its own.
-    bases = list(dict.fromkeys(s.base_model or (s.source.reference if s.source else s.name)
-                               for s in map(get_spec, opts.models)))
+    bases = list(dict.fromkeys(s.base_model or s.reference for s in map(get_spec, opts.models)))
     suite = SuiteOptions.quick_defaults(models=bases, artifacts=opts.artifacts, results_root=opts.results)
     return run_suite(suite, progress)

@@ -83,8 +83,7 @@ def export_onnx(spec: ModelSpec, module: torch.nn.Module, path: Path, exporter: 
             return info
         except Exception as e:  # noqa: BLE001 - each exporter fails in its own way; report all of them
             errors[name] = _why(e)
-    named = repr(spec.source.reference) if spec.source else repr(spec.name)
-    raise ExportError(f"model {named}: ONNX export failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    raise ExportError(f"model {spec.reference!r}: ONNX export failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 def _why(error: BaseException) -> str:

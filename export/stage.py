@@ -30,20 +30,16 @@ def load_module(spec: ModelSpec, folder: Path) -> torch.nn.Module:
     return module.eval()
 
 
-def _named(spec: ModelSpec) -> str:
-    return f"model {spec.source.reference!r}" if spec.source else f"model {spec.name!r}"
-
-
 def build_module(spec: ModelSpec) -> torch.nn.Module:
     """`spec.factory()` in eval mode, or an ExportError that names the model and what went wrong."""
     try:
         module = spec.factory()
     except Exception as e:  # noqa: BLE001 - the user's factory: say which and why, whatever it raised
-        raise ExportError(f"{_named(spec)}: its factory raised {type(e).__name__}: {e}") from e
+        raise ExportError(f"model {spec.reference!r}: its factory raised {type(e).__name__}: {e}") from e
     if not isinstance(module, torch.nn.Module):
-        raise ExportError(f"{_named(spec)}: its factory returned a {type(module).__name__}, expected a torch.nn.Module")
+        raise ExportError(f"model {spec.reference!r}: its factory returned a {type(module).__name__}, expected a torch.nn.Module")
     if spec.weights is not None:
-        load_weights(module, Path(spec.weights), _named(spec).removeprefix("model "))
+        load_weights(module, Path(spec.weights), repr(spec.reference))
     return module.eval()
 
 
@@ -55,18 +51,17 @@ def check_outputs(spec: ModelSpec, module: torch.nn.Module) -> None:
         with torch.inference_mode():
             out = module(*(torch.from_numpy(x[name]) for name in spec.input_names))
     except Exception as e:  # noqa: BLE001 - the user's forward: say which and why
-        raise ExportError(f"{_named(spec)}: forward() on example inputs ({spec.describe_inputs()}) raised "
+        raise ExportError(f"model {spec.reference!r}: forward() on example inputs ({spec.describe_inputs()}) raised "
                           f"{type(e).__name__}: {e}") from e
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    expected = ", ".join(f"{t.name} {t.dtype} [{','.join(map(str, t.shape))}]" for t in spec.outputs)
     if len(outs) != len(spec.outputs) or not all(isinstance(o, torch.Tensor) for o in outs):
         got = ", ".join(type(o).__name__ if not isinstance(o, torch.Tensor) else f"tensor {list(o.shape)}" for o in outs)
-        raise ExportError(f"{_named(spec)}: the spec expects {len(spec.outputs)} outputs ({expected}); forward() "
+        raise ExportError(f"model {spec.reference!r}: the spec expects {len(spec.outputs)} outputs ({spec.describe_outputs()}); forward() "
                           f"returned {len(outs)} ({got})")
     for t, o in zip(spec.outputs, outs):
         dtype = str(o.dtype).removeprefix("torch.")
         if o.dim() != len(t.shape) or dtype != t.dtype:
-            raise ExportError(f"{_named(spec)}: output {t.name!r} is {t.dtype} with {len(t.shape)} dims "
+            raise ExportError(f"model {spec.reference!r}: output {t.name!r} is {t.dtype} with {len(t.shape)} dims "
                               f"[{','.join(map(str, t.shape))}] in the spec; forward() returned {dtype} "
                               f"{list(o.shape)}")
 

@@ -31,8 +31,10 @@ def is_reference(text: str) -> bool:
     return ":" in text
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _with_source(spec: ModelSpec, reference: str, file: Path) -> ModelSpec:
+    """`spec` carrying where it came from: the reference, the defining file and that file's SHA-256."""
+    digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else ""
+    return dataclasses.replace(spec, source=ModelSource(reference=reference, file=str(file), sha256=digest))
 
 
 def _load_file(reference: str, path: Path) -> object:
@@ -99,9 +101,7 @@ def load_reference(reference: str) -> ModelSpec:
         public = sorted(n for n in vars(module) if not n.startswith("_"))
         raise ModelReferenceError(f"model reference {reference!r}: {where} has no attribute {attr!r} "
                                   f"(it defines {', '.join(public[:12]) or 'nothing public'})")
-    spec = _spec_from(reference, getattr(module, attr), attr)
-    digest = _sha256(file) if file.is_file() else ""
-    return dataclasses.replace(spec, source=ModelSource(reference=reference, file=str(file), sha256=digest))
+    return _with_source(_spec_from(reference, getattr(module, attr), attr), reference, file)
 
 
 def entry_point_specs() -> dict[str, metadata.EntryPoint]:
@@ -115,8 +115,6 @@ def load_entry_point(entry: metadata.EntryPoint) -> ModelSpec:
         target = entry.load()
     except Exception as e:  # noqa: BLE001 - the package's module raised while importing
         raise ModelReferenceError(f"model reference {reference!r}: loading it failed: {type(e).__name__}: {e}") from e
-    spec = _spec_from(reference, target, entry.attr or entry.value)
     module = sys.modules.get(entry.module)
     file = Path(getattr(module, "__file__", "") or "")
-    digest = _sha256(file) if file.is_file() else ""
-    return dataclasses.replace(spec, source=ModelSource(reference=entry.value, file=str(file), sha256=digest))
+    return _with_source(_spec_from(reference, target, entry.attr or entry.value), entry.value, file)

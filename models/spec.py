@@ -55,6 +55,10 @@ class TensorSpec:
         if self.kind not in ("dense", "token_ids", "mask", "text"):
             raise ValueError(f"tensor {self.name!r}: unknown kind {self.kind!r}")
 
+    def describe(self) -> str:
+        """`x float32 [batch,3,24,24]`: the name, dtype and shape, as messages and listings show it."""
+        return f"{self.name} {self.dtype} [{','.join(map(str, self.shape))}]"
+
     @property
     def dynamic_axes(self) -> dict[int, str]:
         return {i: a for i, a in enumerate(self.shape) if isinstance(a, str)}
@@ -234,8 +238,16 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: sequence length must be in [1, {self.max_seq_len}], got {seq}")
         return seq
 
+    @property
+    def reference(self) -> str:
+        """How the user named this model: its reference (`file.py:ATTR`) for a user's model, else its name."""
+        return self.source.reference if self.source else self.name
+
     def describe_inputs(self) -> str:
-        return ", ".join(f"{t.name} {t.dtype} [{','.join(map(str, t.shape))}]" for t in self.inputs)
+        return ", ".join(t.describe() for t in self.inputs)
+
+    def describe_outputs(self) -> str:
+        return ", ".join(t.describe() for t in self.outputs)
 
     def check_inputs(self, arrays: Mapping[str, np.ndarray], source: str) -> tuple[int, int | None]:
         """Raise ValueError unless `arrays` is one batch of this model's inputs; return (rows, seq).
