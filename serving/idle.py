@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import time
 from pathlib import Path
 from typing import Iterator
 
 LATENCY_DEVICE = Path("/dev/cpu_dma_latency")
 CPU_SYSFS = Path("/sys/devices/system/cpu")
+SETTLE_S = 0.002  # after the bound is written, before the block runs
 HALT_POLL_NS = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
 NO_BOUND = 2_000_000_000  # what the device reads when no process holds a request (PM_QOS_CPU_LATENCY_DEFAULT_VALUE)
 
@@ -115,6 +117,9 @@ def poll_idle(device: Path = LATENCY_DEVICE, sysfs: Path = CPU_SYSFS) -> Iterato
         raise PollIdleUnavailable(f"cannot keep idle cores polling: opening {device} failed: {e}") from e
     try:
         os.write(fd, struct.pack("=i", 0))  # the device takes a native s32 (microseconds)
+        # A core that was already choosing an idle state when the bound was written may still enter
+        # one; a moment's pause lets that pass, so what runs in the block runs with every core polling.
+        time.sleep(SETTLE_S)
         yield
     finally:
         os.close(fd)
