@@ -46,11 +46,12 @@ def add_models_argument(parser, help_text: str = "models: built-in names or refe
 def add_data_argument(parser, judged: str) -> None:
     parser.add_argument("--data", type=Path, metavar="PATH",
                         help=f"your own rows, which {judged}: an .npz of the model's inputs (np.savez, arrays named "
-                             f"like the inputs), or a folder of <model>.npz (default: random example inputs)")
+                             f"like the inputs); for a text model, also sentences (a UTF-8 .txt, one per line); or "
+                             f"a folder of <model>.npz / <model>.txt (default: random example inputs)")
 
 
 def input_rows_by_model(chosen, path: Path | None, flag: str, purpose: str) -> dict:
-    """Each model's rows from `flag` PATH (one model's .npz, or a folder of <model>.npz), all read and
+    """Each model's rows from `flag` PATH (one model's .npz or .txt, or a folder of them), all read and
     checked against the models before any work; a model without a file gets none."""
     if path is None:
         return {}
@@ -58,14 +59,18 @@ def input_rows_by_model(chosen, path: Path | None, flag: str, purpose: str) -> d
 
     if not path.is_dir():
         if len(chosen) != 1:
-            raise CliError(f"{flag} {path}: one .npz holds one model's rows; name that model "
-                           f"(... MODEL {flag} {path}) or pass a folder of <model>.npz files")
+            raise CliError(f"{flag} {path}: one file holds one model's rows; name that model "
+                           f"(... MODEL {flag} {path}) or pass a folder of <model>.npz / <model>.txt files")
         return {chosen[0].name: InputRows.from_file(chosen[0], path, purpose)}
     names = {s.name for s in chosen}
-    files = {f.stem: f for f in sorted(path.glob("*.npz"))}
+    files = {}
+    for f in sorted(path.glob("*.npz")) + sorted(path.glob("*.txt")):
+        if f.stem in files:
+            raise CliError(f"{flag} {path}: expected one file per model, got both {files[f.stem].name} and {f.name}")
+        files[f.stem] = f
     if not names & files.keys():
         raise CliError(f"{flag} {path}: expected files named {', '.join(f'{n}.npz' for n in sorted(names))}, "
-                       f"found {', '.join(f.name for f in files.values()) or 'no .npz file'}")
+                       f"found {', '.join(f.name for f in files.values()) or 'no .npz or .txt file'}")
     for stem, f in files.items():
         if stem not in names:
             console.print(f"[yellow]note:[/] {escape(str(f))} left unused: no model {stem!r} among those named",

@@ -23,7 +23,7 @@ from ..artifacts import (
 )
 from ..export.optimize import check_variant_names, chosen_variant, variant_path
 from ..export.tensorrt import built_engine, engine_info
-from ..models import get_spec
+from ..models import get_spec, tokenization
 from ..models.spec import ModelSpec
 from .config import (
     TARGETS,
@@ -101,6 +101,7 @@ def _text_frontend(spec: ModelSpec, root: Path, version: int, target: str) -> di
     version_dir = root / tokenizer / str(version)
     version_dir.mkdir(parents=True)
     shutil.copyfile(BACKENDS / "tokenizer" / "model.py", version_dir / "model.py")
+    shutil.copyfile(tokenization.__file__, version_dir / "tokenization.py")  # what model.py runs
     shutil.copyfile(spec.text.tokenizer_file(), version_dir / "tokenizer.json")
     params = {"tokenizer_file": "tokenizer.json", "max_seq_len": spec.text.max_seq_len}
     (root / tokenizer / "config.pbtxt").write_text(to_pbtxt(build_tokenizer_config(spec, target, params)))

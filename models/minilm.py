@@ -10,10 +10,10 @@ transformers files of that folder describe the pipeline, and they are checked, n
 
 `SentenceEncoder` is that pipeline as one nn.Module (BERT encoder + masked mean pooling + L2
 normalization) with plain tensors in and out, so it exports to ONNX with dynamic batch and sequence
-axes. Text becomes ids and mask in one place only, the Triton tokenizer backend
-(model_repository/backends/tokenizer): the fast tokenizer of the folder's tokenizer.json, truncated at
-max_seq_length and padded to the longest sentence of the request, as sentence-transformers does (the
-tests hold that against sentence-transformers itself).
+axes. Text becomes ids and mask in one place only, models/tokenization.py (run server-side by the
+Triton tokenizer backend, and by export on a user's sentences): the fast tokenizer of the folder's
+tokenizer.json, truncated at max_seq_length and padded to the longest sentence of the request, as
+sentence-transformers does (the tests hold that against sentence-transformers itself).
 """
 from __future__ import annotations
 

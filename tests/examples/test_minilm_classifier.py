@@ -1,8 +1,10 @@
 """examples/minilm_classifier.py: all-MiniLM-L6-v2 with a 3-class topic head, taken by its reference through
 export -> optimize -> repo -> a real tritonserver, and served text in, probabilities out."""
 import functools
+import hashlib
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,17 +69,31 @@ def _texts(sentences):
     return {"text": np.array([[s.encode("utf-8")] for s in sentences], dtype=object)}
 
 
-@pytest.mark.server
-def test_the_classifier_goes_from_its_file_to_a_real_server_text_in(tmp_path_factory, monkeypatch,
-                                                                     load_minilm_tokenizer, minilm_tokenize):
-    monkeypatch.setattr(tritonize.models.registry, "_RESOLVED", {})
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The user's own folder, outside the checkout, with the example exported into art/ once."""
+    home = tmp_path_factory.mktemp("users_project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tritonize.models.registry, "_RESOLVED", {})
+        patch.chdir(home)
+        assert main(["export", REFERENCE, "--out", "art"]) == 0
+    return home
+
+
+def _fewer_rows(monkeypatch, agreement_rows):
     # `tritonize optimize` checks each variant on 1000 random rows and times the max batch 100 times;
     # CI checks fewer rows, as fast.
     monkeypatch.setattr(tritonize.export.optimize, "optimize_model", functools.partial(
-        tritonize.export.optimize.optimize_model, agreement_rows=32, latency_iters=5))
-    home = tmp_path_factory.mktemp("users_project")  # the user's own folder, outside the checkout
+        tritonize.export.optimize.optimize_model, agreement_rows=agreement_rows, latency_iters=3))
+
+
+@pytest.mark.server
+def test_the_classifier_goes_from_its_file_to_a_real_server_text_in(exported, monkeypatch,
+                                                                     load_minilm_tokenizer, minilm_tokenize):
+    monkeypatch.setattr(tritonize.models.registry, "_RESOLVED", {})
+    _fewer_rows(monkeypatch, 32)
+    home = exported
     monkeypatch.chdir(home)
-    assert main(["export", REFERENCE, "--out", "art"]) == 0
     assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32"]) == 0
     assert main(["repo", REFERENCE, "--artifacts", "art", "--out", "repo"]) == 0
 
@@ -105,3 +121,32 @@ def test_the_classifier_goes_from_its_file_to_a_real_server_text_in(tmp_path_fac
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
     assert [example.CLASSES[i] for i in on_topic.argmax(axis=1)] == list(ON_TOPIC)
     assert (on_topic.max(axis=1) > 0.8).all(), on_topic
+
+
+def test_int8_refused_on_random_tokens_is_chosen_on_the_users_sentences(exported, tmp_path, monkeypatch, capsys):
+    """Dynamic INT8 moves this head's probabilities by more than its 0.05 bound on random token ids (text
+    no user sends), and by less on real sentences: judged on the user's sentences it is kept, and the
+    choice says what it was judged on."""
+    monkeypatch.setattr(tritonize.models.registry, "_RESOLVED", {})
+    _fewer_rows(monkeypatch, 256)  # fewer random rows may all miss the ones INT8 gets wrong
+    shutil.copytree(exported / "art", tmp_path / "art")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    choice_file = tmp_path / "art" / "minilm_topics" / "variants" / "choice.json"
+
+    assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32", "int8"]) == 0
+    on_random = json.loads(choice_file.read_text())
+    assert on_random["chosen"] == "fp32" and "int8" in on_random["rejected"], on_random["rejected"]
+    assert on_random["data"]["data"] == "random example inputs"
+
+    capsys.readouterr()
+    assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32", "int8", "--data", "sentences.txt"]) == 0
+    choice = json.loads(choice_file.read_text())
+    int8 = choice["variants"]["int8"]
+    assert choice["chosen"] == "int8" and choice["rejected"] == {}
+    assert int8["parity_ok"] and int8["top1_agreement"] == 1.0 and int8["max_abs_err"] <= 0.05
+    digest = hashlib.sha256((tmp_path / "sentences.txt").read_bytes()).hexdigest()
+    assert choice["data"] == {"data": str(tmp_path / "sentences.txt"), "sha256": digest, "rows": len(SENTENCES),
+                              "sentences": True, "seq_lens": choice["data"]["seq_lens"]}
+    assert choice["why"].endswith(f"judged on your data {tmp_path / 'sentences.txt'}")
+    assert f"variants judged on {tmp_path / 'sentences.txt'} ({len(SENTENCES)} rows" in capsys.readouterr().out

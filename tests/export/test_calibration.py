@@ -162,10 +162,10 @@ def test_cli_calibrates_from_a_folder_and_says_what_each_model_was_calibrated_on
 
 
 @pytest.mark.parametrize("args, message", [
-    (["mlp", "cnn", "--calibration", "{data}/mlp.npz"], "one .npz holds one model's rows; name that model"),
+    (["mlp", "cnn", "--calibration", "{data}/mlp.npz"], "one file holds one model's rows; name that model"),
     (["mlp", "--variants", "fp32", "int8", "--calibration", "{data}"],
      "--calibration sets the int8_static variant's activation ranges, but --variants leaves it out (got fp32 int8)"),
-    (["mlp", "cnn", "--calibration", "{data}/empty"], "expected files named cnn.npz, mlp.npz, found no .npz file"),
+    (["mlp", "cnn", "--calibration", "{data}/empty"], "expected files named cnn.npz, mlp.npz, found no .npz or .txt file"),
     (["cnn", "--calibration", "{data}/mlp.npz"], "model 'cnn' expects x float32 [batch,3,24,24]; got x with 2 dims"),
 ])
 def test_cli_refuses_calibration_it_cannot_use_before_any_work(mlp_artifacts, tmp_path, capsys, args, message):

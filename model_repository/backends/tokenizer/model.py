@@ -10,46 +10,35 @@ lengths are never padded together. What to load comes from the config's `paramet
   max_seq_len     the model's maximum sequence length; longer text is truncated, not refused (required)
 A row that is not valid UTF-8 fails its request alone with an error naming the row; the other
 requests of the same `execute` call are answered as usual. Empty strings are valid ([CLS] [SEP]).
-It needs only numpy and tokenizers (no torch), so the folder also runs in NVIDIA's Triton container.
+It needs only numpy and tokenizers (no torch), so the folder also runs in NVIDIA's Triton container;
+the tokenization itself is tritonize.models.tokenization, copied beside this file as tokenization.py.
 The functions above the model class do not need Triton, so tests can import this file directly.
 """
+import importlib.util
 import json
 import os
 
 import numpy as np
+
+# The tokenization itself (tritonize.models.tokenization) is copied beside this file in a repository,
+# which Triton loads by path; from the source tree (tests) the package's own module is used.
+_COPY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenization.py")
+if os.path.isfile(_COPY):
+    _spec = importlib.util.spec_from_file_location("tritonize_tokenization", _COPY)
+    tokenization = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(tokenization)
+else:
+    from tritonize.models import tokenization
+OUTPUT_NAMES, encode, load_tokenizer = tokenization.OUTPUT_NAMES, tokenization.encode, tokenization.load_tokenizer
 
 try:
     import triton_python_backend_utils as pb_utils
 except ImportError:  # imported outside Triton (tests): the plain functions below still work
     pb_utils = None
 
-OUTPUT_NAMES = ("input_ids", "attention_mask")
-
 
 class BadInput(ValueError):
     """The request's text cannot be tokenized; its message goes back to the client as is."""
-
-
-def load_tokenizer(path, max_seq_len):
-    """The fast tokenizer from `path`, truncating at `max_seq_len` tokens (special tokens included) and
-    padding on the right to the longest sentence of each encode_batch call. A tokenizer.json may carry
-    its own truncation and fixed-length padding (all-MiniLM-L6-v2's: 128); both are replaced."""
-    from tokenizers import Tokenizer
-
-    max_seq_len = int(max_seq_len)
-    if max_seq_len < 2:
-        raise ValueError(f"max_seq_len must be at least 2 ([CLS] and [SEP]), got {max_seq_len}")
-    tokenizer = Tokenizer.from_file(path)
-    padding = tokenizer.padding
-    if padding:
-        pad_id, pad_token = padding["pad_id"], padding["pad_token"]
-    else:
-        pad_id, pad_token = tokenizer.token_to_id("[PAD]"), "[PAD]"
-        if pad_id is None:
-            raise ValueError(f"{path}: no padding settings and no [PAD] token")
-    tokenizer.enable_truncation(max_length=max_seq_len, strategy="longest_first", direction="right")
-    tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token, length=None)
-    return tokenizer
 
 
 def decode_texts(array, name="text"):
@@ -73,17 +62,6 @@ def decode_texts(array, name="text"):
             raise BadInput(f"request '{name}' row {row} is {type(value).__name__}, not UTF-8 bytes")
         texts.append(value)
     return texts
-
-
-def encode(tokenizer, texts):
-    """input_ids, attention_mask: int64 [len(texts), longest of these texts]."""
-    if not texts:
-        empty = np.zeros((0, 0), dtype=np.int64)
-        return empty, empty.copy()
-    encodings = tokenizer.encode_batch(texts)
-    ids = np.array([e.ids for e in encodings], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-    return ids, mask
 
 
 def tokenize_request(tokenizer, array, name="text"):
