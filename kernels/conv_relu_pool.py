@@ -12,10 +12,11 @@ Fusing the pool. Rows of the GEMM are *pooled* output pixels, flattened over
 ``(image, pooled row, pooled col)``. Each pooled pixel covers four conv outputs (the 2x2 window
 at ``(2*ph + dy, 2*pw + dx)``), so a program keeps four accumulators, one per window position,
 fed by four gathers of the same im2col slice shifted by ``dy*W + dx`` and one shared weight tile.
-After the K loop the program takes the max of the four, adds the bias and applies ReLU
-(``relu(max(a) + b) == max(relu(a + b))`` because the bias is per channel), casts to the output
-dtype and stores only the pooled tile. The conv output lives in registers and never reaches
-memory: the kernel reads x and the weight and writes a quarter of the conv output.
+After the K loop the program adds the bias to the four, takes their max and applies ReLU
+(``relu(max(a + b)) == max(relu(a + b))``), casts to the output dtype and stores only the pooled
+tile. Both maxes propagate NaN, so NaN and +-inf come out where the PyTorch chain gives them.
+The conv output lives in registers and never reaches memory: the kernel reads x and the weight
+and writes a quarter of the conv output.
 
 Tiling and grid. Program ``(pid_m, pid_n)`` owns ``BLOCK_M`` pooled pixels x ``BLOCK_N`` output
 channels; the grid is ``(cdiv(N*H_out*W_out, BLOCK_M), cdiv(Cout, BLOCK_N))``. Pool is 2x2,
@@ -115,10 +116,22 @@ def _conv_relu_pool_kernel(
         acc10 = _window_dot(acc10, x_ptrs, ih, iw, mask, H, W, w, 1, 0, UPCAST, PRECISION)
         acc11 = _window_dot(acc11, x_ptrs, ih, iw, mask, H, W, w, 1, 1, UPCAST, PRECISION)
 
-    out = tl.maximum(tl.maximum(acc00, acc01), tl.maximum(acc10, acc11))
+    # The bias goes onto each of the four conv outputs before the pool, as in torch: adding it once
+    # after the max would turn a window holding a -inf conv output under a +inf bias into +inf,
+    # where torch's -inf + inf gives NaN for that output and so for the pooled pixel.
     if HAS_BIAS:
-        out += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    out = tl.maximum(out, 0.0)
+        bias = tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        acc00 += bias
+        acc01 += bias
+        acc10 += bias
+        acc11 += bias
+    # NaN-propagating max (PTX max.NaN on a GPU) for both pool and ReLU: the default maximum
+    # returns the non-NaN operand, so a NaN conv output would become a finite pooled value or 0,
+    # while torch.relu(NaN) is NaN and max_pool2d gives NaN for any window holding a NaN.
+    out = tl.maximum(tl.maximum(acc00, acc01, propagate_nan=tl.PropagateNan.ALL),
+                     tl.maximum(acc10, acc11, propagate_nan=tl.PropagateNan.ALL),
+                     propagate_nan=tl.PropagateNan.ALL)
+    out = tl.maximum(out, 0.0, propagate_nan=tl.PropagateNan.ALL)
 
     out_ptrs = (out_ptr + img.to(tl.int64)[:, None] * C_OUT * HP * WP
                 + offs_n[None, :] * (HP * WP) + pix[:, None])

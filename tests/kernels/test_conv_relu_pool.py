@@ -128,6 +128,61 @@ def test_torch_op(gen, device):
                                atol=1e-4, rtol=1e-4)
 
 
+# Non-finite inputs. torch.relu(NaN) is NaN and max_pool2d gives NaN for any window holding a NaN,
+# so one NaN pixel poisons every pooled output whose receptive field holds it, one NaN weight (times
+# the padding zeros too) its whole channel. Both cases below keep every pixel inside some pool window.
+NONFINITE_CASES = [(2, 3, 10, 9, 9, 3, None, True), (2, 1, 64, 8, 8, 5, 0, True)]
+NONFINITE_TOL = {torch.float32: 1e-4, torch.float16: 1e-2}
+# The interpreter runs the kernel in numpy, which warns on NaN-producing arithmetic (inf - inf): expected here.
+_NONFINITE_WARNINGS = "ignore:invalid value encountered:RuntimeWarning"
+
+
+def check_nonfinite(gen, out, ref, dtype, what):
+    """Same NaN mask as torch, same infinities, finite values within the usual tolerance."""
+    msg = f"seed {gen.initial_seed()}, {what}"
+    nan_out, nan_ref = out.isnan().cpu(), ref.isnan()
+    assert torch.equal(nan_out, nan_ref), (
+        f"{msg}: NaN mask differs: kernel {int(nan_out.sum())} NaNs, torch {int(nan_ref.sum())}, "
+        f"{int((nan_out != nan_ref).sum())} positions differ")
+    tol = NONFINITE_TOL[dtype]
+    torch.testing.assert_close(out.cpu().double(), ref, atol=tol, rtol=tol, equal_nan=True,
+                               msg=lambda m: f"{msg}: {m}")
+
+
+@pytest.mark.filterwarnings(_NONFINITE_WARNINGS)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", NONFINITE_CASES, ids=str)
+@pytest.mark.parametrize("where", ["x", "weight", "bias"])
+def test_nan_propagates_like_torch(gen, where, case, dtype, device):
+    x, weight, bias, padding = make_inputs(gen, case, dtype, device)
+    t = {"x": x, "weight": weight, "bias": bias}[where]
+    idx = tuple(int(torch.randint(size, (1,), generator=gen)) for size in t.shape)
+    t[idx] = float("nan")
+    ref = reference(x, weight, bias, padding)
+    assert ref.isnan().any() and not ref.isnan().all(), f"NaN at {where}{list(idx)} should reach some outputs"
+    check_nonfinite(gen, conv2d_relu_maxpool2d(x, weight, bias, padding), ref, dtype, f"NaN at {where}{list(idx)}")
+
+
+@pytest.mark.filterwarnings(_NONFINITE_WARNINGS)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_inf_matches_torch(gen, dtype, device):
+    x, weight, bias, padding = make_inputs(gen, NONFINITE_CASES[0], dtype, device)
+    x[0, 0, 4, 4] = float("inf")
+    x[1, 2, 3, 6] = float("-inf")
+    # Channel 0 of image 0: the centre tap makes conv output (4, 4) -inf, the left tap makes (4, 5)
+    # +inf. Under the +inf bias torch gives NaN and +inf there, so pooled (2, 2) is NaN; a kernel that
+    # added the bias after the pool max would give max(-inf, +inf, ..) + inf = +inf.
+    weight[0, 0, 1, 1] = -0.5
+    weight[0, 0, 1, 0] = 0.5
+    bias[0] = float("inf")
+    bias[1] = float("-inf")
+    ref = reference(x, weight, bias, padding)
+    assert ref[0, 0, 2, 2].isnan() and ref.isinf().any()
+    check_nonfinite(gen, conv2d_relu_maxpool2d(x, weight, bias, padding), ref, dtype, "+-inf in x and bias")
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, padding, expected",
     [
