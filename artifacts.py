@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import uuid
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # the CLI reads the names below without importing the models
@@ -38,6 +39,14 @@ ENGINE_FILE = "model.plan"  # a TensorRT engine
 ENGINE_INFO = "engine.json"  # how that engine was built
 INDEX_FILE = "repository.json"  # a generated model repository's index: what each model serves
 RESULTS_FILE = "results.json"  # a benchmark report folder's raw results: what marks the folder as one
+# Files an artifact folder may hold without a manifest entry. TensorRT's timing cache is shared by the
+# engine builds of every precision and rewritten by each, so no digest of it stays true; it only
+# speeds builds up, and every engine built with it is parity-checked before it is listed.
+TENSORRT_TIMING_CACHE = "tensorrt/timing.cache"
+UNLISTED = (TENSORRT_TIMING_CACHE,)
+# The hidden temporary names of write_json, atomic_dir and a stage's own `.<file>.tmp`: a stage in
+# progress (or one killed) leaves them, and no stage ever reads one, so they are not artifacts.
+_TEMPORARY = re.compile(r"\..+(\.tmp|\.tmp-[0-9a-f]{8}|\.old-[0-9a-f]{8})")
 
 
 class ArtifactError(RuntimeError):
@@ -172,15 +181,58 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
                        f"(SHA-256 {str(recorded)[:12]} then, {spec.source.sha256[:12]} now)")
     if spec.weights and (manifest.get("weights") or {}).get("sha256") != _weights_sha256(spec):
         raise unusable(f"{folder} was exported with other weights than {spec.weights} holds now")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
+        raise unusable(f"{path}: expected 'files' to map each file to its SHA-256, got {_brief(listed)}")
+    for name in listed:
+        _check_listed_name(folder, path, name, unusable)
     if verify:
-        files = {k: v for k, v in manifest.get("files", {}).items() if not (ignore_under and _under(k, ignore_under))}
+        files = {k: v for k, v in listed.items() if not (ignore_under and _under(k, ignore_under))}
         for name, digest in files.items():
             file = folder / name
             if not file.is_file():
                 raise unusable(f"{file} is listed in the manifest but missing")
             if sha256(file) != digest:
                 raise unusable(f"{file} does not match its manifest digest (corrupted or edited)")
+        # A file with no entry would be read unchecked (an entry deleted, or a file added, say an ONNX
+        # graph's external data), so every file must have one.
+        for name in _folder_files(folder):
+            if name not in listed and name not in UNLISTED and not (ignore_under and _under(name, ignore_under)):
+                raise unusable(f"{folder / name} is in the artifact folder but not listed in {path} "
+                                f"(added, or its entry deleted)")
     return manifest
+
+
+def _brief(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_listed_name(folder: Path, manifest: Path, name, unusable) -> None:
+    """A manifest entry must name a file inside `folder`, as a plain relative POSIX path: a stage
+    reads what the manifest lists, so an entry like ../../elsewhere would be read from anywhere."""
+    parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+    if not parts or PurePosixPath(name).is_absolute() or any(p in (".", "..") for p in parts) \
+            or PurePosixPath(name).as_posix() != name:
+        raise unusable(f"{manifest} lists {_brief(name)} under 'files'; expected a path relative to {folder}, "
+                       f"without '..'")
+    # realpath, not Path.resolve: it never raises, even on a loop of links
+    target = Path(os.path.realpath(folder / name))
+    if not target.is_relative_to(os.path.realpath(folder)):  # through a symbolic link
+        raise unusable(f"{manifest} lists {name!r}, which resolves to {target}, outside {folder}")
+
+
+def _folder_files(folder: Path) -> Iterator[str]:
+    """Every file of `folder` (links included, never followed) as a relative POSIX path, but the
+    manifest itself and temporary names."""
+    for top, dirs, files in os.walk(folder):
+        rel = PurePosixPath(Path(top).relative_to(folder).as_posix())
+        dirs[:] = [d for d in dirs if not _TEMPORARY.fullmatch(d)]
+        # os.walk lists a link to a folder among the folders, and does not enter it: report it as a file.
+        names = files + [d for d in dirs if (Path(top) / d).is_symlink()]
+        for name in names:
+            if not _TEMPORARY.fullmatch(name) and (rel / name).as_posix() != MANIFEST:
+                yield (rel / name).as_posix()
 
 
 def update_manifest(root: Path, spec: ModelSpec, files: list[str], replace_under: str | None = None, **reports) -> dict:

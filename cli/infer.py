@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..client import ModelInfo, TritonClient
+
+    Files = list[tuple[str | None, Path, dict[str | None, np.ndarray]]]  # (NAME or None, path, its arrays) per --input
 
 SHOWN_VALUES = 5
 DESCRIPTION = """Send a request to a running Triton server over gRPC; print the outputs and the latency.
@@ -38,7 +41,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help=f"server gRPC address host:port; several are used round-robin (default: {DEFAULT_URL})")
     p.add_argument("--input", dest="inputs", action="append", metavar="SOURCE",
                    help="'random' (default: made from the model's metadata), FILE.npy for a one-input model, "
-                        "FILE.npz with arrays named after the inputs, or NAME=FILE.npy (repeat per input)")
+                        "FILE.npz with arrays named after the inputs, or NAME=FILE.npy (repeat per input); "
+                        "save text as np.array([...], dtype=str): object arrays need pickle and are refused")
     p.add_argument("--text", dest="texts", action="append", metavar="TEXT",
                    help="a sentence for a text model (repeat for a batch); MODEL or its MODEL_text ensemble "
                         "takes the strings and tokenizes them on the server")
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..client import TritonClient
+    from ..client.examples import random_inputs
 
     if args.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
@@ -70,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if args.texts and args.inputs:
         raise ValueError("--text and --input cannot be combined")
     urls = args.urls or [DEFAULT_URL]
+    files = read_sources(args.inputs or ["random"])  # a bad file fails before any connection
     with TritonClient(urls, timeout_s=args.timeout, use_shared_memory=args.shared_memory) as client:
         if args.texts:
             info = text_model_info(client, args.model)
             inputs = {info.inputs[0].name: np.array([[t.encode("utf-8")] for t in args.texts], dtype=object)}
         else:
             info = client.model_info(args.model)
-            inputs = load_inputs(args.inputs or ["random"], info, args.batch, args.seq, args.seed)
+            inputs = (name_inputs(files, info) if files
+                      else random_inputs(info, args.batch, args.seq, np.random.default_rng(args.seed)))
         latencies = []
         for _ in range(args.repeat):
             start = time.perf_counter()
@@ -106,44 +113,94 @@ def text_model_info(client: TritonClient, model: str) -> ModelInfo:
     return text
 
 
-def load_inputs(sources: list[str], info: ModelInfo, batch: int, seq: int | None, seed: int) -> dict[str, np.ndarray]:
-    """The request's arrays from --input values (checked against the model later, by the client)."""
-    import numpy as np
-
-    from ..client.examples import random_inputs
-
+def read_sources(sources: list[str]) -> Files:
+    """The --input files, or [] for random input. Run before connecting, so that a bad file fails at
+    once, whatever the server."""
     if sources == ["random"]:
-        return random_inputs(info, batch, seq, np.random.default_rng(seed))
+        return []
     if "random" in sources:
         raise ValueError("--input random cannot be combined with files")
-    arrays: dict[str, np.ndarray] = {}
+    files = []
     for source in sources:
         name, sep, path = source.partition("=")
         if not sep:
             name, path = None, source
-        arrays.update(_load_file(Path(path), name, info))
+        elif not name:
+            raise ValueError(f"--input {source}: expected NAME=FILE.npy, got no NAME before '='")
+        files.append((name, Path(path), _read_file(Path(path), name)))
+    return files
+
+
+def name_inputs(files: Files, info: ModelInfo) -> dict[str, np.ndarray]:
+    """The arrays by input name: a bare FILE.npy goes to a one-input model's only input."""
+    arrays: dict[str, np.ndarray] = {}
+    for _, path, loaded in files:
+        if None in loaded:
+            if len(info.inputs) != 1:
+                raise ValueError(f"--input {path}: model {info.name} has {len(info.inputs)} inputs "
+                                 f"({', '.join(info.input_names)}); pass NAME=FILE.npy per input or one .npz")
+            loaded = {info.inputs[0].name: loaded[None]}
+        arrays.update(loaded)
     return arrays
 
 
-def _load_file(path: Path, name: str | None, info: ModelInfo) -> dict[str, np.ndarray]:
-    import numpy as np
-
+def _read_file(path: Path, name: str | None) -> dict[str | None, np.ndarray]:
+    """The arrays of a .npy (under `name`, None when not given) or .npz file, read without pickle: a
+    pickled array could run any code as it loads."""
     if not path.is_file():
         raise ValueError(f"--input {path}: no such file (expected random, FILE.npy, FILE.npz or NAME=FILE.npy)")
     if path.suffix == ".npz":
         if name is not None:
             raise ValueError(f"--input {name}={path}: a .npz holds named arrays already; pass --input {path}")
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        arrays = {}
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    if not member.endswith(".npy"):
+                        raise ValueError(f"--input {path}: expected only .npy arrays in the .npz (np.savez), "
+                                         f"got a member {member!r}")
+                    with archive.open(member) as f:
+                        arrays[member[:-4]] = _read_npy(f, f"--input {path} array {member[:-4]!r}")
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"--input {path}: expected a .npz archive (np.savez), got a file zip cannot read "
+                             f"({e})") from None
+        if not arrays:
+            raise ValueError(f"--input {path}: expected arrays named after the model's inputs, got an empty .npz")
+        return arrays
     if path.suffix != ".npy":
         raise ValueError(f"--input {path}: expected a .npy or .npz file, got {path.suffix or 'no suffix'}")
-    array = np.load(path, allow_pickle=True)  # BYTES inputs are saved as object arrays
-    if name is None:
-        if len(info.inputs) != 1:
-            raise ValueError(f"--input {path}: model {info.name} has {len(info.inputs)} inputs "
-                             f"({', '.join(info.input_names)}); pass NAME=FILE.npy per input or one .npz")
-        name = info.inputs[0].name
-    return {name: array}
+    with open(path, "rb") as f:
+        return {name: _read_npy(f, f"--input {path}")}
+
+
+def _read_npy(f, where: str) -> np.ndarray:
+    """One array from an open .npy stream. An object array is refused from its header, before its
+    (pickled) data is touched; strings come as str or bytes arrays, which need no pickle, and become
+    the object array of UTF-8 bytes that a BYTES input sends (what --text sends)."""
+    import numpy as np
+
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        # Versions 1 and 2 are what np.save writes for every dtype but structured ones with non-Latin-1
+        # field names (3.0); for those, read_array(allow_pickle=False) below still refuses objects.
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        shape, _, dtype = read_header(f) if read_header else (None, None, None)
+        if dtype is None or not dtype.hasobject:
+            f.seek(0)
+            array = fmt.read_array(f, allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        raise ValueError(f"{where}: expected an array saved with np.save, got a file numpy cannot read as one "
+                         f"({e})") from None
+    if dtype is not None and dtype.hasobject:
+        raise ValueError(f"{where}: expected numbers, or strings saved as np.array([...], dtype=str), got an object "
+                         f"array (dtype {dtype}, shape [{','.join(map(str, shape))}]), which only unpickling could "
+                         f"load; tritonize never unpickles")
+    if array.dtype.kind == "U":
+        return np.array([s.encode("utf-8") for s in array.ravel()], dtype=object).reshape(array.shape)
+    if array.dtype.kind == "S":
+        return array.astype(object)
+    return array
 
 
 def _first_values(x: np.ndarray) -> str:

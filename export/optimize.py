@@ -13,6 +13,7 @@ records the pick and why.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,9 +29,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..artifacts import (
     CHOICE_FILE,
+    MANIFEST,
     ONNX_FILE,
     VARIANTS,
     VARIANTS_DIR,
+    ArtifactError,
     atomic_dir,
     load_manifest,
     model_dir,
@@ -221,13 +224,29 @@ def pick_variant(results: dict[str, dict]) -> dict:
 
 
 def variant_path(root: Path, spec: ModelSpec, variant: str) -> Path:
+    check_variant_names(spec, [variant])  # a name is a folder under variants/, so only these few
     return model_dir(root, spec) / VARIANTS_DIR / variant / ONNX_FILE
 
 
 def chosen_variant(root: Path, spec: ModelSpec) -> tuple[str, Path]:
-    """The variant `tritonize optimize` picked, or the plain export when the model was not optimized."""
+    """The variant `tritonize optimize` picked, or the plain export when the model was not optimized.
+
+    The pick is read from the manifest, so it must name one of VARIANTS whose file the manifest lists
+    (and so verified): anything else (`../../elsewhere`) would be served from wherever it points."""
     manifest = load_manifest(root, spec)
-    name = manifest.get("optimize", {}).get("chosen")
+    optimize = manifest.get("optimize")
+    where = model_dir(root, spec) / MANIFEST
+    again = f"run `tritonize optimize {spec.reference} --out {root}` to choose again"
+    if optimize is not None and not isinstance(optimize, dict):
+        raise ArtifactError(f"model {spec.name!r}: {where}: expected 'optimize' to be optimize's report, got "
+                            f"{json.dumps(optimize)[:200]}; {again}")
+    name = (optimize or {}).get("chosen")
     if name is None:
         return "fp32", model_dir(root, spec) / ONNX_FILE
+    if name not in VARIANTS:
+        raise ArtifactError(f"model {spec.name!r}: {where} names {json.dumps(name)[:200]} as optimize.chosen; "
+                            f"expected one of {', '.join(VARIANTS)}; {again}")
+    if f"{VARIANTS_DIR}/{name}/{ONNX_FILE}" not in manifest["files"]:
+        raise ArtifactError(f"model {spec.name!r}: {where} names {name!r} as optimize.chosen but lists no "
+                            f"{VARIANTS_DIR}/{name}/{ONNX_FILE}; {again}")
     return name, variant_path(root, spec, name)

@@ -20,13 +20,21 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import ENGINE_FILE, ENGINE_INFO, ONNX_FILE, load_manifest, model_dir, update_manifest, write_json
+from ..artifacts import (
+    ENGINE_FILE,
+    ENGINE_INFO,
+    ONNX_FILE,
+    TENSORRT_TIMING_CACHE,
+    load_manifest,
+    model_dir,
+    update_manifest,
+    write_json,
+)
 from ..models.spec import BATCH, SEQ, ModelSpec
 from .parity import ParityError, check_parity
 from .runtime import ort_session, run_ort
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-TIMING_CACHE = "timing.cache"
 INSTALL_HINT = (
     "TensorRT is needed for this step: install it on a machine with an NVIDIA GPU with "
     "`pip install tensorrt` (the wheels download their libraries from NVIDIA's package index, "
@@ -129,7 +137,7 @@ def build_engine(spec: ModelSpec, root: Path, precision: str = "fp16", step: Cal
     folder = model_dir(root, spec)
     out_dir = engine_dir(root, spec, precision)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = folder / "tensorrt" / TIMING_CACHE
+    cache = folder / TENSORRT_TIMING_CACHE  # unlisted in the manifest: see artifacts.UNLISTED
     step(f"building a {precision} TensorRT engine")
     build = EngineFromNetwork(NetworkFromOnnxPath(str(folder / ONNX_FILE)),
                               config=create_config(spec, precision, cache), save_timing_cache=str(cache))

@@ -3,10 +3,10 @@ import argparse
 
 import numpy as np
 import pytest
-
+from tritonize.cli import main
+from tritonize.cli.infer import register
 from tritonize.client import RequestError
 from tritonize.client.examples import random_inputs
-from tritonize.cli.infer import register
 from tritonize.client.model_info import ModelInfo, TensorInfo
 
 pytestmark = pytest.mark.server
@@ -73,6 +73,60 @@ def test_bytes_model_outside_the_registry_gets_inputs_from_metadata(text_server,
     text = capsys.readouterr().out
     assert "input  text             object [2,1]" in text
     assert "output length           int32 [2,1]" in text and "output upper            object [2,1] [b'" in text
+
+
+class _CreatesFile:
+    """Unpickling this calls open(path, "w"): the file appears only if someone unpickled it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("form", ["FILE.npy", "text=FILE.npy", "FILE.npz"])
+def test_a_pickled_input_file_is_refused_and_never_unpickled(form, tmp_path, capsys):
+    def save(path, marker):
+        payload = np.array([[_CreatesFile(marker)]], dtype=object)
+        if path.suffix == ".npz":
+            np.savez(path, text=payload)
+        else:
+            np.save(path, payload, allow_pickle=True)
+        return path
+
+    suffix = form.rpartition(".")[2]
+    control = save(tmp_path / f"control.{suffix}", tmp_path / "control-unpickled")
+    loaded = np.load(control, allow_pickle=True)  # what `infer` did before: the payload runs
+    (loaded["text"] if suffix == "npz" else loaded)[0, 0].close()
+    assert (tmp_path / "control-unpickled").exists()
+    evil = save(tmp_path / f"evil.{suffix}", tmp_path / "unpickled")
+    source = form.replace(f"FILE.{suffix}", str(evil))
+    # port 1 refuses connections: the file is refused before any connection is tried
+    assert main(["infer", "text_stats", "--url", "127.0.0.1:1", "--input", source]) == 2
+    err = capsys.readouterr().err
+    assert "got an object array (dtype object, shape [1,1])" in err and "np.array([...], dtype=str)" in err
+    assert str(evil) in err and "Traceback" not in err
+    assert not (tmp_path / "unpickled").exists()
+
+
+def test_a_file_that_is_not_an_npy_array_is_refused(tmp_path, capsys):
+    (tmp_path / "pickle.npy").write_bytes(b"\x80\x04N.")  # a pickle of None, named .npy
+    assert main(["infer", "mlp", "--url", "127.0.0.1:1", "--input", str(tmp_path / "pickle.npy")]) == 2
+    err = capsys.readouterr().err
+    assert f"--input {tmp_path / 'pickle.npy'}: expected an array saved with np.save" in err
+
+
+def test_string_arrays_are_sent_as_utf8_bytes(text_server, tmp_path, capsys):
+    np.save(tmp_path / "text.npy", np.array([["hi"], ["héllo"]], dtype=str))  # <U5: no pickle needed
+    assert main(["infer", "text_stats", "--url", text_server.grpc_url, "--input", str(tmp_path / "text.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "input  text             object [2,1]" in out
+    assert "output length           int32 [2,1] [2, 6]" in out  # UTF-8 bytes: é is two
+    assert "output upper            object [2,1] [b'HI', b'H\\xc3\\xa9LLO']" in out
+    np.savez(tmp_path / "text.npz", text=np.array([[b"abc"]]))  # bytes (S3), in an archive
+    assert main(["infer", "text_stats", "--url", text_server.grpc_url, "--input", str(tmp_path / "text.npz")]) == 0
+    assert "output length           int32 [1,1] [3]" in capsys.readouterr().out
 
 
 def test_random_inputs_from_metadata_follow_the_names():
