@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.spec import ModelSpec
+from ..serving.admin import admin_headers
 from .record import Record
 from .served import ServerTimes
 
@@ -97,8 +98,10 @@ def input_data(spec: ModelSpec, batch: int = 1, seq: int | None = None,
 
 
 def command(binary: Path, model: str, url: str, protocol: str, level: int, data_file: Path, csv_file: Path,
-            duration_s: float) -> list[str]:
-    """One closed-loop run of batch-1 requests at `level` in flight, bounded by about `duration_s`."""
+            duration_s: float, admin_key: str | None = None) -> list[str]:
+    """One closed-loop run of batch-1 requests at `level` in flight, bounded by about `duration_s`.
+    perf_analyzer reads the server's statistics, which a tritonize server answers only with its admin
+    key: `-H` sends it (as perf_analyzer's own arguments, which local users can list)."""
     if protocol not in ("grpc", "http"):
         raise ValueError(f"perf_analyzer speaks grpc or http, got {protocol!r}")
     if level < 1:
@@ -107,7 +110,8 @@ def command(binary: Path, model: str, url: str, protocol: str, level: int, data_
     return [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", f"{level}:{level}", "--input-data", str(data_file),
             "--measurement-mode", "time_windows", "--measurement-interval", str(window_ms),
-            "--max-trials", str(WINDOWS), "--stability-percentage", str(STABILITY_PERCENT), "-f", str(csv_file)]
+            "--max-trials", str(WINDOWS), "--stability-percentage", str(STABILITY_PERCENT), "-f", str(csv_file),
+            *([] if admin_key is None else ["-H", f"{next(iter(admin_headers(admin_key, protocol)))}:{admin_key}"])]
 
 
 def parse_csv(text: str) -> list[PerfAnalyzerMeasurement]:
@@ -136,7 +140,7 @@ def parse_csv(text: str) -> list[PerfAnalyzerMeasurement]:
 
 
 def run_levels(binary: Path, url: str, protocol: str, spec: ModelSpec, levels: tuple[int, ...], duration_s: float,
-               work: Path) -> list[PerfAnalyzerRow]:
+               work: Path, admin_key: str | None = None) -> list[PerfAnalyzerRow]:
     """perf_analyzer on the served model of `spec` at each concurrency level, one run each; a run that
     fails raises PerfAnalyzerFailed with its command and the end of its output."""
     model = spec.name
@@ -146,16 +150,17 @@ def run_levels(binary: Path, url: str, protocol: str, spec: ModelSpec, levels: t
     rows = []
     for level in levels:
         csv_file = work / f"{model}_{protocol}_c{level}.csv"
-        cmd = command(binary, model, url, protocol, level, data_file, csv_file, duration_s)
+        cmd = command(binary, model, url, protocol, level, data_file, csv_file, duration_s, admin_key)
+        shown = " ".join(cmd) if admin_key is None else " ".join(cmd).replace(admin_key, "<admin key>")
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s * 4 + 60)
         except subprocess.TimeoutExpired:
             raise PerfAnalyzerFailed(f"perf_analyzer did not finish within {duration_s * 4 + 60:.0f} s: "
-                                     f"{' '.join(cmd)}") from None
+                                     f"{shown}") from None
         if done.returncode != 0 or not csv_file.is_file():
             tail = (done.stderr or done.stdout).strip()[-800:] or "no output"
             raise PerfAnalyzerFailed(f"perf_analyzer exited with {done.returncode} on {model} at concurrency {level}"
                                      f"{'' if done.returncode else ' without writing its CSV'}: {tail}\n"
-                                     f"command: {' '.join(cmd)}")
+                                     f"command: {shown}")
         rows += [PerfAnalyzerRow(**vars(m), model=model, protocol=protocol) for m in parse_csv(csv_file.read_text())]
     return rows

@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from ..models.spec import ModelSpec
+from ..serving.admin import admin_headers
 from .host_cpu import busy_fractions, core_times
 from .lean_http import LeanHttpSender
 from .loadgen import LoadResult, LoadSummary, closed_loop, open_loop
@@ -128,9 +129,14 @@ class ServedRow(LoadSummary):
     cores_busy: dict[str, float]
 
 
-def model_statistics(grpc_url: str, model: str) -> ServerCounts:
-    """Cumulative counts and nanoseconds for `model` (all versions summed) from the statistics API."""
-    stats = grpcclient.InferenceServerClient(grpc_url).get_inference_statistics(model, as_json=True)
+def model_statistics(grpc_url: str, model: str, admin_key: str | None = None) -> ServerCounts:
+    """Cumulative counts and nanoseconds for `model` (all versions summed) from the statistics API,
+    which a tritonize server answers only with its admin key."""
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        stats = client.get_inference_statistics(model, headers=admin_headers(admin_key), as_json=True)
+    finally:
+        client.close()
     total = ServerCounts()
     for entry in stats.get("model_stats", []):
         total.inference_count += int(entry.get("inference_count", 0))
@@ -142,12 +148,13 @@ def model_statistics(grpc_url: str, model: str) -> ServerCounts:
     return total
 
 
-def settled_statistics(grpc_url: str, model: str, answered: int, timeout_s: float = 3.0) -> ServerCounts:
+def settled_statistics(grpc_url: str, model: str, answered: int, timeout_s: float = 3.0,
+                       admin_key: str | None = None) -> ServerCounts:
     """Statistics once the server's success count reaches `answered` (bounded wait): Triton records
     a request just after sending its response, so the last few can lag behind the client."""
     deadline = time.monotonic() + timeout_s
     while True:
-        stats = model_statistics(grpc_url, model)
+        stats = model_statistics(grpc_url, model, admin_key)
         if stats.success_count >= answered or time.monotonic() > deadline:
             return stats
         time.sleep(0.02)
@@ -167,11 +174,11 @@ def server_breakdown(before: ServerCounts, after: ServerCounts) -> ServerBreakdo
 
 def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec, *, mode: str = "closed",
              level: float = 1, duration_s: float = 3.0, max_requests: int = 100_000, batch: int = 1,
-             warmup_requests: int = 5, text: bool = False) -> ServedRow:
-    """One bounded load run on `model` with the server's breakdown and how busy each core of the host
-    was (over the run, its warm-up included)."""
+             warmup_requests: int = 5, text: bool = False, admin_key: str | None = None) -> ServedRow:
+    """One bounded load run on `model` with the server's breakdown (read from `grpc_url` with the
+    server's `admin_key`) and how busy each core of the host was (over the run, its warm-up included)."""
     make = sender_factory(protocol, url, model, spec, batch, text=text)
-    before = model_statistics(grpc_url, model)
+    before = model_statistics(grpc_url, model, admin_key)
     cores_before = core_times()
     if mode == "closed":
         result: LoadResult = closed_loop(make, int(level), duration_s, max_requests, warmup_requests)
@@ -181,7 +188,7 @@ def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec
         raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
     cores_busy = busy_fractions(cores_before, core_times())
     warmup = warmup_requests * int(level) if mode == "closed" else 0
-    after = settled_statistics(grpc_url, model, before.success_count + result.ok + warmup)
+    after = settled_statistics(grpc_url, model, before.success_count + result.ok + warmup, admin_key=admin_key)
     return ServedRow(**vars(result.summary()), model=model, protocol=protocol, batch=batch,
                      infer_per_s=result.throughput_rps * batch, server=server_breakdown(before, after),
                      cores_busy=cores_busy)

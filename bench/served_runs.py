@@ -44,14 +44,15 @@ def served_rows(server: TritonServer, served: list[str], opts: SuiteOptions, pro
         if spec.text is not None:
             for level in opts.grpc_levels:
                 results.served.append(run_load(server.grpc_url, server.grpc_url, "grpc", model + TEXT_SUFFIX, spec,
-                                               level=level, duration_s=opts.duration_s, text=True))
+                                               level=level, duration_s=opts.duration_s, text=True,
+                                               admin_key=server.admin_key))
                 progress.advance(_done(results.served[-1]))
             continue
         for protocol in opts.protocols:
             url = endpoint(server, protocol)
             for level in opts.levels(protocol):
                 results.served.append(run_load(server.grpc_url, url, protocol, model, spec, level=level,
-                                               duration_s=opts.duration_s))
+                                               duration_s=opts.duration_s, admin_key=server.admin_key))
                 progress.advance(_done(results.served[-1]))
         if "grpc" not in opts.protocols:
             continue
@@ -59,7 +60,7 @@ def served_rows(server: TritonServer, served: list[str], opts: SuiteOptions, pro
                   and r.level == min(opts.grpc_levels))
         rate = round(0.5 * c1.throughput_rps, 1)  # half the fewest clients' capacity: a loaded but stable server
         results.served.append(run_load(server.grpc_url, server.grpc_url, "grpc", model, spec, mode="open", level=rate,
-                                       duration_s=opts.duration_s))
+                                       duration_s=opts.duration_s, admin_key=server.admin_key))
         progress.advance(_done(results.served[-1]))
 
 
@@ -94,7 +95,8 @@ def perf_analyzer_rows(server: TritonServer, served: list[str], opts: SuiteOptio
     for spec in (get_spec(m) for m in tensor_models):
         try:
             results.perf_analyzer += perf_analyzer.run_levels(binary, server.grpc_url, "grpc", spec, opts.grpc_levels,
-                                                              opts.duration_s, work / "perf_analyzer")
+                                                              opts.duration_s, work / "perf_analyzer",
+                                                              admin_key=getattr(server, "admin_key", None))
             progress.advance(f"{spec.name} at concurrency {', '.join(map(str, opts.grpc_levels))}")
         except perf_analyzer.PerfAnalyzerFailed as e:
             results.skip(f"perf_analyzer on {spec.name}", f"failed: {e}")

@@ -15,6 +15,7 @@ from google.protobuf import json_format, text_format
 
 from ..model_repository.config import parse_pbtxt, to_pbtxt
 from ..models.spec import ModelSpec
+from ..serving.admin import admin_headers
 from .record import Record
 from .served import LEAN_HTTP, endpoint, run_load
 
@@ -67,8 +68,9 @@ def _with(config, delay_us: int, instances: int, preferred: tuple[int, ...]):
     return out
 
 
-def _load(client, model: str, config) -> None:
-    client.load_model(model, config=json_format.MessageToJson(config, preserving_proto_field_name=True))
+def _load(client, model: str, config, admin_key: str | None) -> None:
+    client.load_model(model, config=json_format.MessageToJson(config, preserving_proto_field_name=True),
+                      headers=admin_headers(admin_key))  # model control needs the server's admin key
 
 
 def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: int = 8, duration_s: float = 3.0,
@@ -83,16 +85,16 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, concurrency: in
     try:
         for delay, instances, preferred in itertools.product(grid["max_queue_delay_us"], grid["instance_count"],
                                                              grid["preferred_batch_sizes"]):
-            _load(client, spec.name, _with(base, delay, instances, tuple(preferred)))
+            _load(client, spec.name, _with(base, delay, instances, tuple(preferred)), server.admin_key)
             r = run_load(server.grpc_url, endpoint(server, protocol), protocol, spec.name, spec, level=concurrency,
-                         duration_s=duration_s)
+                         duration_s=duration_s, admin_key=server.admin_key)
             configs.append(SweepConfig(max_queue_delay_us=delay, instance_count=instances,
                                        preferred_batch_sizes=list(preferred), throughput_rps=r.throughput_rps,
                                        p99_ms=r.p99_ms, errors=r.errors, mean_batch=r.server.mean_batch,
                                        within_budget=r.p99_ms <= p99_budget_ms and r.errors == 0))
             measured(configs[-1])
     finally:
-        _load(client, spec.name, base)
+        _load(client, spec.name, base, server.admin_key)
     passing = [c for c in configs if c.within_budget]
     best = max(passing, key=lambda c: c.throughput_rps) if passing else None
     return SweepResult(model=spec.name, protocol=protocol, concurrency=concurrency, p99_budget_ms=p99_budget_ms,

@@ -32,6 +32,7 @@ from tritonize.client import TritonClient
 from tritonize.export.stage import export_model
 from tritonize.model_repository.writer import build_repository
 from tritonize.models import get_spec
+from tritonize.serving.admin import admin_headers
 from tritonize.serving.server import TritonServer
 
 MODEL = "mlp"
@@ -87,13 +88,15 @@ def _raw_sender(module, url: str, x: np.ndarray):
     return send, client.close
 
 
-def _raw_shm_sender(url: str, x: np.ndarray):
-    """The raw tritonclient way: one region for input and output, registered once, reused."""
+def _raw_shm_sender(url: str, x: np.ndarray, admin_key: str):
+    """The raw tritonclient way: one region for input and output, registered once (with the server's
+    admin key: registration is a restricted call), reused."""
     client = grpcclient.InferenceServerClient(url)
+    headers = admin_headers(admin_key)
     out_bytes = x.shape[0] * 10 * 4
     name = f"bench_raw_{x.shape[0]}"
     handle = shm.create_shared_memory_region(name, f"/{name}", x.nbytes + out_bytes)
-    client.register_system_shared_memory(name, f"/{name}", x.nbytes + out_bytes)
+    client.register_system_shared_memory(name, f"/{name}", x.nbytes + out_bytes, headers=headers)
 
     def send():
         shm.set_shared_memory_region(handle, [x])
@@ -107,7 +110,7 @@ def _raw_shm_sender(url: str, x: np.ndarray):
 
     def close():
         try:
-            client.unregister_system_shared_memory(name)
+            client.unregister_system_shared_memory(name, headers=headers)
         finally:
             shm.destroy_shared_memory_region(handle)
             client.close()
@@ -115,8 +118,8 @@ def _raw_shm_sender(url: str, x: np.ndarray):
     return send, close
 
 
-def _client_sender(url: str, x: np.ndarray, use_shared_memory: bool):
-    client = TritonClient(url, use_shared_memory=use_shared_memory)
+def _client_sender(url: str, x: np.ndarray, use_shared_memory: bool, admin_key: str):
+    client = TritonClient(url, use_shared_memory=use_shared_memory, admin_key=admin_key)
     return (lambda: client.infer(MODEL, x)["logits"]), client.close
 
 
@@ -126,8 +129,8 @@ def make_sender(path: str, server: TritonServer, x: np.ndarray):
     if path == "raw_http":
         return _raw_sender(httpclient, server.http_url, x)
     if path == "raw_grpc_shm":
-        return _raw_shm_sender(server.grpc_url, x)
-    return _client_sender(server.grpc_url, x, use_shared_memory=path == "client_grpc_shm")
+        return _raw_shm_sender(server.grpc_url, x, server.admin_key)
+    return _client_sender(server.grpc_url, x, use_shared_memory=path == "client_grpc_shm", admin_key=server.admin_key)
 
 
 def _percentiles_ms(samples: list[float]) -> dict[str, float]:

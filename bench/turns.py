@@ -122,12 +122,13 @@ def floor_ratio(setups: list[ServedSetup], model: str, seconds: float) -> list[F
     names = (model, model + NOOP_SUFFIX)
     senders = {(s.label, n): sender_factory("grpc", s.server.grpc_url, n, spec)() for s in setups for n in names}
     stats_of = {(s.label, n): (s.server.grpc_url, n) for s in setups for n in names}  # setups may share a server
-    last_stats = {k: model_statistics(*k) for k in set(stats_of.values())}
+    admin_key = {s.server.grpc_url: s.server.admin_key for s in setups}  # statistics need the server's admin key
+    last_stats = {k: model_statistics(*k, admin_key[k[0]]) for k in set(stats_of.values())}
     for send in senders.values():
         for _ in range(FLOOR_WARMUP):
             send()
     warmed = Counter(stats_of.values())
-    last_stats = {k: settled_statistics(*k, stats.success_count + FLOOR_WARMUP * warmed[k])
+    last_stats = {k: settled_statistics(*k, stats.success_count + FLOOR_WARMUP * warmed[k], admin_key=admin_key[k[0]])
                   for k, stats in last_stats.items()}
     latencies: dict[tuple, list[float]] = {k: [] for k in senders}
     block_p50s: dict[tuple, list[float]] = {k: [] for k in senders}
@@ -146,7 +147,8 @@ def floor_ratio(setups: list[ServedSetup], model: str, seconds: float) -> list[F
                         block.append((time.perf_counter() - start) * 1e3)
                     resting[key] += resting_entries() - before
                     stats_key = stats_of[key]
-                    now = settled_statistics(*stats_key, last_stats[stats_key].success_count + FLOOR_BLOCK)
+                    now = settled_statistics(*stats_key, last_stats[stats_key].success_count + FLOOR_BLOCK,
+                                             admin_key=admin_key[stats_key[0]])
                     server[key] = server[key].plus(last_stats[stats_key], now)
                     last_stats[stats_key] = now
                     latencies[key] += block
@@ -212,7 +214,7 @@ def scaling_ratio(setups: list[ServedSetup], model: str, seconds: float) -> list
                 for name, level in SCALING_LEVELS.items():
                     windows[setup.label, protocol, name].append(run_load(
                         setup.server.grpc_url, endpoint(setup.server, protocol), protocol, model, spec, level=level,
-                        duration_s=SCALING_WINDOW_S))
+                        duration_s=SCALING_WINDOW_S, admin_key=setup.server.admin_key))
     span.append(time.time())
     rows = []
     for setup, protocol in pairs:

@@ -1,13 +1,24 @@
 """A real `tritonserver`, started and stopped from Python.
 
 `TritonServer` finds a server binary (on PATH as in NVIDIA's container, else the one bundled in the
-`nvidia-pytriton` wheel), prepares a backend directory for the bundled one, starts it on free
-loopback ports, waits until it is ready, and stops it with SIGINT. The CLI's `serve`, the tests and
-the benchmarks all use it.
+`nvidia-pytriton` wheel), prepares a backend directory for the bundled one, starts it on loopback
+ports, waits until it is ready, and stops it with a drain. The CLI's `serve`, the tests and the
+benchmarks all use it.
+
+- Locked down: the admin APIs (model control, shared memory, statistics, trace, logging) answer only
+  requests that carry the server's admin key (serving/admin.py); `server.admin_key` is it, random
+  unless given. Triton takes the key on its command line only, so local users who can list
+  processes can read it there.
+- Drain (`stop`): every model is unloaded first, so the server reports not ready at once, refuses
+  new requests and completes those in flight, for up to `drain_s`; then SIGTERM, and tritonserver
+  exits (SIGKILL only if it has not after `stop_timeout_s`).
+- Never orphaned: serving/lifecycle.py and serving/reaper.py end the server, and remove what it
+  leaves, when this process ends in any way.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -23,9 +34,22 @@ from dataclasses import dataclass
 from importlib import util as import_util
 from pathlib import Path
 
+from . import lifecycle
+from .admin import (
+    ADMIN_KEY_ENV,
+    AdminCallError,
+    check_admin_key,
+    model_states,
+    new_admin_key,
+    restriction_args,
+    unload_model,
+)
 from .placement import Placement
+from .reaper import mapped_regions, unlink_regions
 
 HOST = "127.0.0.1"
+DEFAULT_DRAIN_S = 5.0
+BUSY_STATES = ("READY", "LOADING", "UNLOADING")  # a model whose unload has not ended
 INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "
                 "or run inside NVIDIA's container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3) where `tritonserver` is on PATH")
 
@@ -91,7 +115,11 @@ def free_port() -> int:
 
 
 def check_port_free(port: int, what: str) -> None:
+    """Refuse a port another socket listens on. SO_REUSEADDR, as tritonserver binds, so that the
+    TIME-WAIT connections a stopped server leaves (our own readiness probes among them) do not count:
+    tritonserver binds over them, and a restart on the same ports works at once."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError as e:
@@ -100,6 +128,7 @@ def check_port_free(port: int, what: str) -> None:
 
 def _server_env() -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(ADMIN_KEY_ENV, None)  # the server has its key on its command line; its models need not see it
     # The Python backend stub finds its environment through `python3` on PATH (it ignores PYTHONPATH),
     # so this interpreter's bin folder goes first; and it should load this interpreter's libpython.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -127,24 +156,40 @@ class TritonServer:
     """A running tritonserver as a context manager.
 
     >>> with TritonServer("build/model_repository") as server:
-    ...     print(server.grpc_url)
+    ...     print(server.grpc_url, server.admin_key)
 
     `placement` (tritonize.serving.placement) starts the server on its cores and gives the model instances
     theirs, through Triton's host policies (or, with `stubs_alone`, by moving the stubs once ready).
+    `admin_key` unlocks the restricted APIs (a random one when None); `drain_s` bounds the drain of
+    `stop` and is the server's own exit timeout when it stops without us (parent gone).
     """
 
     def __init__(self, repository: str | os.PathLike, models: list[str] | None = None, *,
                  http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
                  binary: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
                  stop_timeout_s: float = 30.0, log_verbose: int = 0, extra_args: list[str] | None = None,
-                 placement: Placement | None = None):
-        self.repository = Path(repository).resolve()
-        if not self.repository.is_dir():
-            raise ServerError(f"no model repository at {self.repository}; create one with `tritonize repo`")
-        self.models = models if models is not None else sorted(
-            p.name for p in self.repository.iterdir() if (p / "config.pbtxt").is_file())
+                 placement: Placement | None = None, admin_key: str | None = None,
+                 drain_s: float = DEFAULT_DRAIN_S):
+        if str(repository).startswith("s3://"):
+            # A repository in object storage (`tritonize publish`): Triton reads it itself, credentials from the
+            # AWS environment, the endpoint written into the URL; the models to load come from the store's index.
+            from ..model_repository.store import stored_models, triton_repository_url
+
+            self.repository: Path | str = triton_repository_url(str(repository))
+            self.models = models if models is not None else stored_models(str(repository))
+        else:
+            self.repository = Path(repository).resolve()
+            if not self.repository.is_dir():
+                raise ServerError(f"no model repository at {self.repository}; create one with `tritonize repo`")
+            self.models = models if models is not None else sorted(
+                p.name for p in self.repository.iterdir() if (p / "config.pbtxt").is_file())
         if not self.models:
             raise ServerError(f"the model repository {self.repository} holds no model (no */config.pbtxt)")
+        if not drain_s >= 0:
+            raise ServerError(f"drain_s: expected seconds >= 0, got {drain_s!r}")
+        if not stop_timeout_s > drain_s:
+            raise ServerError(f"stop_timeout_s: expected more than drain_s ({drain_s:g} s, the server's own exit "
+                              f"timeout), got {stop_timeout_s!r}")
         for name, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
             if port is not None:
                 check_port_free(port, name)
@@ -152,14 +197,22 @@ class TritonServer:
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.binary = find_server(binary)
+        self.admin_key = new_admin_key() if admin_key is None else check_admin_key(admin_key)
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.drain_s = drain_s
         self.log_verbose = log_verbose
         self.extra_args = extra_args or []
         self.placement = placement
         self.process: subprocess.Popen | None = None
-        self._workdir: tempfile.TemporaryDirectory | None = None
+        self.workdir: Path | None = None
         self.log_path: Path | None = None
+        self._reaper: subprocess.Popen | None = None
+        self._workdir_removal = None  # weakref.finalize: the work folder goes when this object does, at the latest
+        self._regions: set[str] = set()  # the Python backend's shared memory regions seen mapped by the server
+
+    def __repr__(self) -> str:  # never the admin key
+        return f"TritonServer({str(self.repository)!r}, grpc={self.grpc_url}, http={self.http_url})"
 
     @property
     def http_url(self) -> str:
@@ -180,7 +233,8 @@ class TritonServer:
                "--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models],
                f"--http-address={HOST}", f"--grpc-address={HOST}", f"--metrics-address={HOST}",
                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
-               f"--log-verbose={self.log_verbose}", f"--exit-timeout-secs={int(self.stop_timeout_s)}"]
+               f"--log-verbose={self.log_verbose}", f"--exit-timeout-secs={math.ceil(self.drain_s)}",
+               *restriction_args(self.admin_key)]
         if backend_dir is not None:
             cmd += [f"--backend-directory={backend_dir}", "--pinned-memory-pool-byte-size=0",
                     "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false"]
@@ -189,15 +243,22 @@ class TritonServer:
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
-        self._workdir = tempfile.TemporaryDirectory(prefix="tritonize-server-")
-        work = Path(self._workdir.name)
-        backend_dir = prepare_backend_dir(work / "backends") if self.binary.bundled else None
-        self.log_path = work / "server.log"
+        self._remove_workdir()  # a previous run's, kept until now for its log
+        self.workdir = Path(tempfile.mkdtemp(prefix="tritonize-server-"))
+        self._workdir_removal = lifecycle.remove_at_gc(self, self.workdir)
+        backend_dir = prepare_backend_dir(self.workdir / "backends") if self.binary.bundled else None
+        self.log_path = self.workdir / "server.log"
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
-                                            env=_server_env(), start_new_session=True, preexec_fn=self._child_setup())
+            # Its own session: a Ctrl-C in the terminal reaches us, and we drain the server; a group
+            # kill of the server reaches its stubs too.
+            self.process = lifecycle.spawn(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
+                                           env=_server_env(), start_new_session=True,
+                                           preexec_fn=lifecycle.parent_death_preexec(self._child_setup()))
+        lifecycle.close_at_exit(self)
         try:
+            self._reaper = lifecycle.start_reaper(self.process.pid, self.workdir, self.stop_timeout_s)
             self._wait_ready()
+            self._regions |= mapped_regions(self.process.pid)
             if self.placement is not None:
                 self.placement.place_stubs(self.process.pid)
         except BaseException:
@@ -244,12 +305,45 @@ class TritonServer:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
+    def note_regions(self) -> set[str]:
+        """Remember the shared memory regions the server maps now (a reloaded model has new ones), so
+        that `stop` removes any the server leaves behind; the ones mapped now."""
+        now = mapped_regions(self.process.pid) if self.process is not None else set()
+        self._regions |= now
+        return now
+
+    def drain(self) -> list[str]:
+        """Unload every loaded model and wait, up to `drain_s`, until none is loaded: from the first
+        moment the server reports not ready (server and models), refuses new requests (gRPC NOT_FOUND,
+        HTTP 404: "... has no available versions") and completes the requests in flight. The models
+        still unloading when the time is up, which SIGTERM then leaves to the server's own exit timeout."""
+        if self.process is None or self.process.poll() is not None or self.drain_s <= 0:
+            return []
+        deadline = time.monotonic() + self.drain_s
+        try:
+            loaded = [name for name, (state, _) in model_states(self.http_url, self.admin_key).items()
+                      if state in BUSY_STATES]
+            for name in loaded:
+                with contextlib.suppress(AdminCallError):  # e.g. refused for a model an ensemble uses: the others go on
+                    unload_model(self.http_url, self.admin_key, name)
+            while True:
+                states = model_states(self.http_url, self.admin_key)
+                busy = [name for name in loaded if states.get(name, ("", ""))[0] in BUSY_STATES]
+                if not busy or time.monotonic() >= deadline:
+                    return busy
+                time.sleep(0.05)
+        except AdminCallError:  # the server stopped answering: SIGTERM and its own exit timeout do the rest
+            return []
+
     def stop(self) -> int | None:
-        """SIGINT (the server finishes in-flight requests), then SIGKILL after the stop timeout."""
+        """Drain, then SIGTERM, and wait for the server to exit (SIGKILL to its process group only after
+        `stop_timeout_s`); then remove the shared memory regions it left. Its exit code."""
         code = None
         if self.process is not None:
             if self.process.poll() is None:
-                self.process.send_signal(signal.SIGINT)
+                self.note_regions()
+                self.drain()
+                self.process.send_signal(signal.SIGTERM)
                 try:
                     self.process.wait(timeout=self.stop_timeout_s)
                 except subprocess.TimeoutExpired:
@@ -258,13 +352,22 @@ class TritonServer:
                     self.process.wait()
             code = self.process.returncode
             self.process = None
+        unlink_regions(self._regions)
+        self._regions = set()
+        lifecycle.release_reaper(self._reaper)
+        self._reaper = None
+        lifecycle.forget(self)
         return code
+
+    def _remove_workdir(self) -> None:
+        if self._workdir_removal is not None:
+            self._workdir_removal()
+            self._workdir_removal = None
+        self.workdir = None
 
     def close(self) -> None:
         self.stop()
-        if self._workdir is not None:
-            self._workdir.cleanup()
-            self._workdir = None
+        self._remove_workdir()
 
     def __enter__(self) -> "TritonServer":
         return self.start()

@@ -9,8 +9,8 @@ import tritonclient.http as httpclient
 
 from tritonize.bench.lean_http import LeanHttpError, LeanHttpSender, tensor_bytes, tensor_from_bytes
 from tritonize.bench.served import LEAN_HTTP, infer_inputs, run_load, text_inputs
-from tritonize.models import get_spec
 from tritonize.model_repository.config import TEXT_SUFFIX
+from tritonize.models import get_spec
 
 
 def _lean_inputs(spec, inputs, tensors=None):
@@ -103,6 +103,7 @@ def test_server_errors_are_named_and_the_connection_stays_usable(server):
 @pytest.mark.server
 def test_a_lean_load_run_is_counted_by_the_server_too(server):
     spec = get_spec("mlp")
-    r = run_load(server.grpc_url, server.http_url, LEAN_HTTP, "mlp", spec, level=2, duration_s=0.3)
+    r = run_load(server.grpc_url, server.http_url, LEAN_HTTP, "mlp", spec, level=2, duration_s=0.3,
+                 admin_key=server.admin_key)  # the server's statistics need its admin key
     assert r.protocol == LEAN_HTTP and r.errors == 0 and r.ok == r.sent > 10
     assert r.server.requests == r.sent + 5 * 2  # + the warm-up requests

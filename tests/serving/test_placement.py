@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
@@ -126,7 +127,9 @@ def test_cli_serve_places_the_server_and_says_where(serve_cli, stubs_alone):
         where = (f"server, its instance threads and clients on CPU {cpus[0]}, model stubs alone on CPU {cpus[-1]}"
                  if stubs_alone else f"server and clients on CPU {cpus[0]}, model instances on CPU {cpus[-1]}")
         assert f"placement: {where}" in text, text
-        (server_pid,) = child_processes(proc.pid)
+        # serve's children: tritonserver, and the reaper that cleans up if serve is killed
+        (server_pid,) = [pid for pid in child_processes(proc.pid) if Path(f"/proc/{pid}/comm").read_text().strip()
+                         == "tritonserver"]
         (stub,) = child_processes(server_pid)
         assert _thread_cpus(stub) == {frozenset({cpus[-1]})}
         assert _thread_cpus(server_pid) == ({frozenset({cpus[0]})} if stubs_alone
