@@ -3,8 +3,9 @@
 `TritonClient` (blocking) and `AsyncTritonClient` (asyncio) share one surface: `infer`,
 `model_info`, `wait_ready`, `close`, context managers. Inputs are checked against the model's
 metadata read from the server (once per model) before anything is sent; a batch larger than the
-model's max batch size is split; UNAVAILABLE calls are retried with backoff, round-robin over
-several servers; large tensors can go through system shared memory.
+model's max batch size is split; failures of a server are retried on another one (or after a backoff),
+round-robin over several servers, and a failing server is set aside for a while; large tensors can go
+through system shared memory.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ DEFAULT_URL = "127.0.0.1:8001"  # tritonserver's own default gRPC port, on this 
 # The names load on first use (PEP 562), so that `tritonize infer --help` does not import
 # tritonclient and numpy just to list its options.
 _WHERE = {
+    "AdminKeyError": "errors",
     "AsyncTritonClient": "async_client",
     "InferTimeoutError": "errors",
     "NotReadyError": "errors",

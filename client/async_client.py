@@ -12,9 +12,11 @@ from tritonclient.utils import InferenceServerException
 
 from .core import CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore, is_in_use
 from .endpoints import Endpoint, EndpointRing
+from .errors import is_restricted
 from .model_info import ModelInfo
 from .request import Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare, read_outputs
-from .shared_memory import Layout
+from .retry import server_timeout_us
+from .shared_memory import Layout, Region
 
 T = TypeVar("T")
 
@@ -137,16 +139,16 @@ class AsyncTritonClient(ClientCore):
         ring = self._ring
         attempts = self._attempts(f"model {model}", timeout_s, deadline)
         while True:
-            endpoint = ring.pick()
+            endpoint = ring.pick(attempts.tried_elsewhere_only)
+            sent_at = time.monotonic()
             try:
                 result = await call(endpoint, attempts.client_timeout(), *args)
             except InferenceServerException as error:
-                wait = self._after_failure(ring, attempts, endpoint, error)
+                wait = self._after_failure(ring, attempts, endpoint, error, sent_at)
                 if wait:
                     await asyncio.sleep(wait)
                 continue
-            if endpoint.failures:
-                ring.mark_up(endpoint)
+            ring.succeeded(endpoint, sent_at)
             return result
 
     @staticmethod
@@ -162,7 +164,8 @@ class AsyncTritonClient(ClientCore):
         # tritonclient.grpc.aio takes the request objects of tritonclient.grpc.
         result = await endpoint.client.infer(request.model.name, build_inputs(grpcclient, request),
                                              outputs=build_outputs(grpcclient, request),
-                                             client_timeout=client_timeout)
+                                             client_timeout=client_timeout,
+                                             timeout=server_timeout_us(client_timeout))
         return read_outputs(result, request)
 
     async def _send_shared(self, endpoint: Endpoint, request: Request,
@@ -176,13 +179,13 @@ class AsyncTritonClient(ClientCore):
         try:
             if not region.registered:
                 region.registered = True  # set first: a registration the client timed out on may still exist
-                await endpoint.client.register_system_shared_memory(region.name, region.key, region.byte_size,
-                                                                    client_timeout=client_timeout)
+                await self._register(endpoint, region, client_timeout)
             layout.write_inputs(region)
             result = await endpoint.client.infer(request.model.name,
                                                  layout.infer_inputs(grpcclient, region, request),
                                                  outputs=layout.requested_outputs(grpcclient, region),
-                                                 client_timeout=client_timeout)
+                                                 client_timeout=client_timeout,
+                                                 timeout=server_timeout_us(client_timeout))
             outputs = layout.read_outputs(result, region, request)
             done = True
         finally:
@@ -196,6 +199,17 @@ class AsyncTritonClient(ClientCore):
             await self._unregister_pending(endpoint)
         return outputs
 
+    async def _register(self, endpoint: Endpoint, region: Region, client_timeout: float | None) -> None:
+        """Register a region with the server: a restricted call, so it carries the admin key."""
+        try:
+            await endpoint.client.register_system_shared_memory(region.name, region.key, region.byte_size,
+                                                                headers=self._admin_headers,
+                                                                client_timeout=client_timeout)
+        except InferenceServerException as error:
+            if is_restricted(error):
+                raise self._refused(endpoint, "shared memory registration", error, key_sent=True) from error
+            raise
+
     async def _unregister_pending(self, endpoint: Endpoint, wait_s: float = 0.0) -> None:
         """As in `TritonClient`: unregister what waits for it; regions still in use wait up to `wait_s`."""
         deadline = time.monotonic() + wait_s
@@ -203,7 +217,8 @@ class AsyncTritonClient(ClientCore):
             still_used = []
             for name in endpoint.regions.take_pending():
                 try:
-                    await endpoint.client.unregister_system_shared_memory(name, client_timeout=CONTROL_TIMEOUT_S)
+                    await endpoint.client.unregister_system_shared_memory(name, headers=self._admin_headers,
+                                                                            client_timeout=CONTROL_TIMEOUT_S)
                 except InferenceServerException as e:
                     if is_in_use(e):
                         still_used.append(name)

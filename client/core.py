@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from . import DEFAULT_URL
 from .endpoints import Endpoint, EndpointRing, normalize_url
-from .errors import NotReadyError
+from .errors import AdminKeyError, NotReadyError, admin_key_refused, check_admin_key, is_restricted
 from .model_info import ModelInfo
 from .request import Request
 from .retry import Attempts, RetryPolicy
@@ -66,7 +66,7 @@ class ClientCore:
 
     def __init__(self, urls: str | Sequence[str] = DEFAULT_URL, *, timeout_s: float | None = None,
                  retry: RetryPolicy | None = None, use_shared_memory: bool | int = False,
-                 split_batches: bool = True, cooldown_s: float = 2.0):
+                 split_batches: bool = True, cooldown_s: float = 2.0, admin_key: str | None = None):
         urls = [urls] if isinstance(urls, str) else list(urls)
         self.urls = [normalize_url(u) for u in urls]
         if not self.urls:
@@ -78,9 +78,15 @@ class ClientCore:
         self.shm_threshold = shm_threshold(use_shared_memory)
         self.split_batches = split_batches
         self.cooldown_s = cooldown_s
+        # Only the headers are kept, under a private name, and no repr or message shows them.
+        self._admin_headers = check_admin_key(admin_key)
         self._models: dict[str, ModelInfo] = {}
         self._closed = False
         self._open()
+
+    def __repr__(self) -> str:
+        key = ", admin_key=<set>" if self._admin_headers else ""
+        return f"{type(self).__name__}({self.urls!r}{key})"
 
     def _open(self) -> None:
         """Set up the client's connections and state (each client class its own)."""
@@ -107,20 +113,36 @@ class ClientCore:
     def _wants_shm(self, request: Request) -> bool:
         return self.shm_threshold is not None and request.nbytes >= self.shm_threshold
 
-    @staticmethod
-    def _after_failure(ring: EndpointRing, attempts: Attempts, endpoint: Endpoint,
-                       error: InferenceServerException) -> float:
-        """Mark the endpoint down on a retryable error, and say how long to wait before retrying
-        (or raise)."""
+    def _after_failure(self, ring: EndpointRing, attempts: Attempts, endpoint: Endpoint,
+                       error: InferenceServerException, sent_at: float) -> float:
+        """Set the endpoint aside on a retryable error, and say how long to wait before retrying
+        (or raise). `sent_at`: when the failed call was sent (time.monotonic())."""
+        policy = attempts.policy
+        if isinstance(error, AdminKeyError):  # raised by the client itself, on a call that sent the key
+            raise error
+        if is_restricted(error):  # a restricted call: the key is missing or wrong, everywhere alike
+            raise self._refused(endpoint, f"a call for {attempts.what}", error, key_sent=False)
         if is_stale_region(error):
             # The server restarted while the client was idle: its pooled regions are gone there.
             endpoint.regions.discard_idle()
-        elif attempts.policy.is_retryable(error):
-            ring.mark_down(endpoint)
+            return attempts.after_failure(error, endpoint.url, failover=False, retry_anyway=True)
+        if policy.is_elsewhere_only(error) and len(ring.endpoints) > 1 and policy.max_attempts > 1:
+            # This server lacks the model; another may hold it. No ejection: it serves other models.
+            attempts.tried_elsewhere_only.add(endpoint.url)
+            if not ring.has_untried(attempts.tried_elsewhere_only):
+                raise attempts.nowhere(error, endpoint.url, len(ring.endpoints)) from error
+            return attempts.after_failure(error, endpoint.url, failover=True, retry_anyway=True)
+        if policy.is_retryable(error):
+            ring.failed(endpoint, sent_at)
             # A restarted server forgets registrations; a live one gets the stale names unregistered.
             endpoint.regions.discard_idle()
-        return attempts.after_failure(error, endpoint.url, ring.has_other_up(endpoint),
-                                      retry_anyway=is_stale_region(error))
+        return attempts.after_failure(error, endpoint.url, ring.has_other_up(endpoint))
+
+    def _refused(self, endpoint: Endpoint, call: str, error: InferenceServerException,
+                 key_sent: bool) -> AdminKeyError:
+        refused = admin_key_refused(endpoint.url, call, self._admin_headers is not None, key_sent)
+        refused.__cause__ = error
+        return refused
 
     def _readiness(self, ready: list[str], last: dict[str, str], every: bool, deadline: float,
                    timeout_s: float) -> tuple[list[str] | None, float]:

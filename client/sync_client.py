@@ -11,9 +11,11 @@ from tritonclient.utils import InferenceServerException
 
 from .core import CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore, is_in_use
 from .endpoints import Endpoint
+from .errors import is_restricted
 from .model_info import ModelInfo
 from .request import Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare, read_outputs
-from .shared_memory import Layout
+from .retry import server_timeout_us
+from .shared_memory import Layout, Region
 
 T = TypeVar("T")
 
@@ -26,11 +28,24 @@ class TritonClient(ClientCore):
 
     urls: one `host:port` or several; calls are spread round-robin over those that are up.
     timeout_s: default limit for a whole `infer` call (None: no limit); per call with `timeout_s=`.
-    retry: when and how often to retry UNAVAILABLE/RESOURCE_EXHAUSTED (`RetryPolicy`, `NO_RETRY`).
+    retry: when and how often to retry (`RetryPolicy`, `NO_RETRY`): failures of a server (down,
+        draining, a dead model stub) go to another endpoint at once, or to the same one after a
+        backoff when it is the only one; a wrong request (INVALID_ARGUMENT) fails at once.
     use_shared_memory: True, or a byte threshold on a request's inputs: pass tensors through system
         shared memory (the server must run on the same machine).
     split_batches: split a batch larger than the model's max batch size into several requests.
-    cooldown_s: how long an endpoint that failed with UNAVAILABLE is skipped.
+    cooldown_s: how long an endpoint that failed is first set aside (doubling while it keeps failing).
+    admin_key: the servers' admin key, sent only on restricted calls (shared memory registration and
+        unregistration), never on inference; a server that refuses it raises `AdminKeyError`.
+
+    Deadlines: each attempt of an `infer` call sends the time the call has left twice: as the gRPC
+    deadline (tritonclient's `client_timeout`) and as the request's own `timeout` parameter
+    (microseconds). What the server makes of them (Triton 2.51, measured): a request still queued
+    when its deadline passes is dropped where the model's dynamic batcher has a queue policy with
+    `allow_timeout_override: true`; the `timeout` parameter counts there too when the policy's
+    `default_timeout_microseconds` is longer (the server answers "Request timeout expired", which the
+    client reports as its own timeout). Without such a policy an abandoned request still runs, and a
+    request the model already executes always runs to its end. Metadata calls carry the deadline only.
 
     Thread-safe: one client (one gRPC channel per endpoint) can serve many threads.
     """
@@ -120,16 +135,16 @@ class TritonClient(ClientCore):
         ring = self._ring
         attempts = self._attempts(f"model {model}", timeout_s, deadline)
         while True:
-            endpoint = ring.pick()
+            endpoint = ring.pick(attempts.tried_elsewhere_only)
+            sent_at = time.monotonic()
             try:
                 result = call(endpoint, attempts.client_timeout(), *args)
             except InferenceServerException as error:
-                wait = self._after_failure(ring, attempts, endpoint, error)
+                wait = self._after_failure(ring, attempts, endpoint, error, sent_at)
                 if wait:
                     time.sleep(wait)
                 continue
-            if endpoint.failures:
-                ring.mark_up(endpoint)
+            ring.succeeded(endpoint, sent_at)
             return result
 
     @staticmethod
@@ -141,7 +156,8 @@ class TritonClient(ClientCore):
         if self._wants_shm(request):
             return self._send_shared(endpoint, request, client_timeout)
         result = endpoint.client.infer(request.model.name, build_inputs(grpcclient, request),
-                                       outputs=build_outputs(grpcclient, request), client_timeout=client_timeout)
+                                       outputs=build_outputs(grpcclient, request), client_timeout=client_timeout,
+                                       timeout=server_timeout_us(client_timeout))
         return read_outputs(result, request)
 
     def _send_shared(self, endpoint: Endpoint, request: Request,
@@ -155,12 +171,11 @@ class TritonClient(ClientCore):
         try:
             if not region.registered:
                 region.registered = True  # set first: a registration the client timed out on may still exist
-                endpoint.client.register_system_shared_memory(region.name, region.key, region.byte_size,
-                                                              client_timeout=client_timeout)
+                self._register(endpoint, region, client_timeout)
             layout.write_inputs(region)
             result = endpoint.client.infer(request.model.name, layout.infer_inputs(grpcclient, region, request),
                                            outputs=layout.requested_outputs(grpcclient, region),
-                                           client_timeout=client_timeout)
+                                           client_timeout=client_timeout, timeout=server_timeout_us(client_timeout))
             outputs = layout.read_outputs(result, region, request)
             done = True
             return outputs
@@ -173,6 +188,16 @@ class TritonClient(ClientCore):
             else:
                 pool.discard(region)
 
+    def _register(self, endpoint: Endpoint, region: Region, client_timeout: float | None) -> None:
+        """Register a region with the server: a restricted call, so it carries the admin key."""
+        try:
+            endpoint.client.register_system_shared_memory(region.name, region.key, region.byte_size,
+                                                          headers=self._admin_headers, client_timeout=client_timeout)
+        except InferenceServerException as error:
+            if is_restricted(error):
+                raise self._refused(endpoint, "shared memory registration", error, key_sent=True) from error
+            raise
+
     def _unregister_pending(self, endpoint: Endpoint, wait_s: float = 0.0) -> None:
         """Unregister the regions waiting for it; those still in use wait up to `wait_s` more."""
         deadline = time.monotonic() + wait_s
@@ -180,7 +205,8 @@ class TritonClient(ClientCore):
             still_used = []
             for name in endpoint.regions.take_pending():
                 try:
-                    endpoint.client.unregister_system_shared_memory(name, client_timeout=CONTROL_TIMEOUT_S)
+                    endpoint.client.unregister_system_shared_memory(name, headers=self._admin_headers,
+                                                                      client_timeout=CONTROL_TIMEOUT_S)
                 except InferenceServerException as e:
                     if is_in_use(e):
                         still_used.append(name)

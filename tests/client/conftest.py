@@ -3,6 +3,7 @@
 Extra servers load only the models they need (mlp, or a tiny BYTES model), since each start costs
 seconds on this machine.
 """
+import functools
 import json
 import os
 import threading
@@ -10,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import tritonclient.grpc as grpcclient
 
+from tritonize.client.errors import GRPC_ADMIN_KEY_HEADER
 from tritonize.models import get_spec
 from tritonize.serving.server import TritonServer, free_port
 
@@ -51,10 +52,30 @@ class TritonPythonModel:
 """
 
 
+# tritonclient calls a server may restrict to its admin key (shared memory, model control, statistics).
+RESTRICTED_CALLS = ("get_inference_statistics", "get_system_shared_memory_status", "register_system_shared_memory",
+                    "unregister_system_shared_memory", "load_model", "unload_model", "get_model_repository_index")
+
+
+def admin_key(server) -> str | None:
+    """The server's admin key, where the server has one (serving/ may restrict its admin APIs)."""
+    return getattr(server, "admin_key", None)
+
+
+def raw_client(server) -> grpcclient.InferenceServerClient:
+    """Plain tritonclient on `server`, whose restricted calls carry the server's admin key, if any."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    if admin_key(server):
+        headers = {GRPC_ADMIN_KEY_HEADER: admin_key(server)}
+        for name in RESTRICTED_CALLS:
+            setattr(client, name, functools.partial(getattr(client, name), headers=headers))
+    return client
+
+
 @pytest.fixture(scope="session")
 def raw(server):
     """Plain tritonclient on the session server: the reference the client is compared with."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client = raw_client(server)
     yield client
     client.close()
 

@@ -72,7 +72,8 @@ def test_one_channel_per_endpoint_reused_by_every_call(server):
 @pytest.mark.parametrize("use_shared_memory", [False, True], ids=["grpc", "shm"])
 def test_bytes_tensors_in_and_out(text_server, use_shared_memory, our_segments):
     texts = np.array([["héllo"], ["ab"], [""]])  # numpy str: sent as UTF-8
-    with TritonClient(text_server.grpc_url, use_shared_memory=use_shared_memory) as client:
+    with TritonClient(text_server.grpc_url, use_shared_memory=use_shared_memory,
+                      admin_key=getattr(text_server, "admin_key", None)) as client:
         info = client.model_info("text_stats")
         assert info.inputs[0].datatype == "BYTES"
         for given in (texts, texts.astype(np.object_), np.array([[s.encode()] for s in texts[:, 0]], dtype=object)):

@@ -11,8 +11,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tritonize.client import (NO_RETRY, InferTimeoutError, RequestError, RetryPolicy, TritonClient,
-                              UnavailableError)
+from tritonize.client import NO_RETRY, InferTimeoutError, RequestError, RetryPolicy, TritonClient, UnavailableError
+from tritonize.client.errors import GRPC_ADMIN_KEY_HEADER
 from tritonize.client.retry import Attempts
 from tritonize.serving.server import free_port
 
@@ -21,8 +21,10 @@ X = np.random.default_rng(0).standard_normal((2, 784)).astype(np.float32)
 
 
 def mlp_requests(server) -> int:
+    key = getattr(server, "admin_key", None)  # statistics may be restricted to the server's admin key
     with grpcclient.InferenceServerClient(server.grpc_url) as raw:
-        return raw.get_inference_statistics("mlp").model_stats[0].inference_stats.success.count
+        stats = raw.get_inference_statistics("mlp", headers={GRPC_ADMIN_KEY_HEADER: key} if key else None)
+        return stats.model_stats[0].inference_stats.success.count
 
 
 def test_a_timeout_is_a_clear_error_and_is_not_retried(server):
