@@ -6,12 +6,13 @@ the `ModelSpec`.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..models.spec import ModelSpec, TensorSpec
+from ..models.spec import SEQ, ModelSpec, ServingHints, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,36 @@ def _warmup(spec: ModelSpec) -> mc.ModelWarmup:
     return mc.ModelWarmup(name="zeros_batch1", batch_size=1, inputs=inputs)
 
 
+def input_checks(spec: ModelSpec) -> str:
+    """The config parameter `input_checks` (JSON): what the Python-backend runners check in every request
+    that Triton cannot check against dims and dtypes (model_repository/backends/request_batching.py):
+    each input's kind (token ids against vocab_size, masks of 0/1, finite dense floats), its sequence
+    axis, and the model's max_seq_len, which sequence lengths must not exceed."""
+    inputs = {}
+    for t in spec.inputs:
+        check = {"kind": t.kind}
+        if t.kind == "token_ids":
+            check["vocab_size"] = t.vocab_size
+        if SEQ in t.shape:
+            check["seq_axis"] = t.shape.index(SEQ)
+        inputs[t.name] = check
+    return json.dumps({"inputs": inputs, "max_seq_len": spec.max_seq_len}, sort_keys=True, separators=(",", ":"))
+
+
+def queue_policy(hints: ServingHints) -> mc.ModelQueuePolicy:
+    """The dynamic batcher's queue where the hints ask for one (ServingHints.queue_policy says why not by
+    default): bounded (a request over the bound is refused at once, UNAVAILABLE), with a timeout after
+    which a waiting request is dropped (REJECT). `allow_timeout_override` lets a request's own `timeout`
+    apply, which Triton 2.51 takes only below the default (measured: a longer one is ignored)."""
+    return mc.ModelQueuePolicy(timeout_action=mc.ModelQueuePolicy.REJECT, max_queue_size=hints.queue_size,
+                               default_timeout_microseconds=hints.queue_timeout_us, allow_timeout_override=True)
+
+
 def build_config(spec: ModelSpec, target: str, runner: str | None = None, parameters: dict[str, str] | None = None,
                  name: str | None = None) -> mc.ModelConfig:
     """The `ModelConfig` for one model on one target. `runner` overrides the target's (e.g. a
-    `tensorrt_plan` where an engine was built); `parameters` reach a Python backend's model.py."""
+    `tensorrt_plan` where an engine was built); `parameters` reach a Python backend's model.py, beside
+    `input_checks`, which every Python-backend runner gets."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     t = TARGETS[target]
@@ -82,8 +109,11 @@ def build_config(spec: ModelSpec, target: str, runner: str | None = None, parame
                                                  max_queue_delay_microseconds=hints.max_queue_delay_us),
         model_warmup=[_warmup(spec)],
     )
+    if hints.queue_policy:
+        config.dynamic_batching.default_queue_policy.CopyFrom(queue_policy(hints))
     if runner == "python":
         config.backend = "python"
+        config.parameters["input_checks"].string_value = input_checks(spec)
     else:
         config.platform = runner
         config.default_model_filename = MODEL_FILES[runner]

@@ -6,6 +6,7 @@ run comes from the config's `parameters`:
   intra_op_threads  ONNX Runtime threads per instance (default 1)
   allow_spinning    "1" lets ORT's threads spin-wait for work (default "0": on a small machine a
                     spinning pool steals the cores the server and its clients need)
+  input_checks      what to check in each request before running it (JSON; see request_batching.py)
 It needs only numpy, onnxruntime and request_batching.py (copied beside it), so the folder also runs in NVIDIA's Triton container.
 """
 import json
@@ -13,7 +14,7 @@ import os
 
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from request_batching import run_batched
+from request_batching import read_checks, run_batched
 
 
 class TritonPythonModel:
@@ -34,9 +35,12 @@ class TritonPythonModel:
         self._run_session = getattr(self.session, "_sess", self.session).run
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        # What Triton cannot check against the config (token ids in the vocabulary, sequence lengths,
+        # masks, finite floats); a request failing it gets INVALID_ARG and never reaches the model.
+        self.checks = read_checks(config)
 
     def execute(self, requests):
-        return run_batched(requests, self.input_names, self.output_names, self._run, pb_utils)
+        return run_batched(requests, self.input_names, self.output_names, self._run, pb_utils, self.checks)
 
     def _run(self, inputs):
         return self._run_session(self.output_names, dict(zip(self.input_names, inputs)), None)

@@ -6,13 +6,14 @@ Copied as-is into `<repository>/<model>/<version>/model.py` by `tritonize repo`;
   weights_file  the safetensors file beside this one (the weights of the model it is a variant of)
   device        "cuda" or "cpu"; on "cpu" the Triton kernels run in Triton's interpreter, which is
                 slow and meant for correctness checks, not speed
+  input_checks  what to check in each request before running it (JSON; see request_batching.py)
 Needs the `tritonize` package in the server's Python environment.
 """
 import json
 import os
 
 import triton_python_backend_utils as pb_utils
-from request_batching import run_batched
+from request_batching import read_checks, run_batched
 
 
 class TritonPythonModel:
@@ -36,9 +37,12 @@ class TritonPythonModel:
         self.module = module.eval().to(self.device)
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        # What Triton cannot check against the config (token ids in the vocabulary, sequence lengths,
+        # masks, finite floats); a request failing it gets INVALID_ARG and never reaches the model.
+        self.checks = read_checks(config)
 
     def execute(self, requests):
-        return run_batched(requests, self.input_names, self.output_names, self._run, pb_utils)
+        return run_batched(requests, self.input_names, self.output_names, self._run, pb_utils, self.checks)
 
     def _run(self, inputs):
         torch = self.torch
