@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..serving.admin import ADMIN_KEY_ENV, restriction_args
+from ..serving.server import MEMORY_BOUND_ARGS
 from .options import DeployOptions
 
 # Ports as NVIDIA's image and the Triton docs use them. KServe's Triton runtime serves HTTP on 8080 and
@@ -64,6 +65,8 @@ def server_command(options: DeployOptions, repository: str | None = None, kserve
         # On SIGTERM the server stops taking requests and waits this long for those in flight (the drain);
         # terminationGracePeriodSeconds leaves room for it after the preStop sleep.
         f"--exit-timeout-secs={options.drain_seconds}",
+        # Refused oversized requests do not keep memory (serving/server.py says what it costs).
+        *MEMORY_BOUND_ARGS,
     ]
     if options.target == "cpu":
         args += CPU_ONLY_ARGS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..model_repository.store import parse_endpoint
 from ..serving.admin import ADMIN_HEADER, ADMIN_KEY_ENV, MIN_KEY_LENGTH
+from ..serving.server import MEMORY_BOUND_ENV
 from .image import TRITON_VERSION
 from .options import DeployOptions
 from .server_args import HEALTH_LIVE, HEALTH_READY, METRICS_PATH, ServerCommand, server_command
@@ -58,7 +59,8 @@ def container(options: DeployOptions, command: ServerCommand, s3_env: bool = Tru
         "image": options.container_image,
         "imagePullPolicy": "IfNotPresent",
         "args": command.args,
-        "env": _secret_env(options, (S3_KEYS if s3_env else ()) + (ADMIN_KEY_ENV,)),
+        "env": _secret_env(options, (S3_KEYS if s3_env else ()) + (ADMIN_KEY_ENV,))
+        + [{"name": k, "value": v} for k, v in MEMORY_BOUND_ENV.items()],  # glibc returns large frees
         "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in ports.items()],
         # Loading models from S3 can take minutes: the startup probe allows startup_seconds, and only then
         # do liveness and readiness begin, so a slow load is not mistaken for a dead server.

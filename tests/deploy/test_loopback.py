@@ -96,7 +96,8 @@ def test_the_deployments_command_serves_and_drains(s3_store, tmp_path):
     secret = {"AWS_ACCESS_KEY_ID": s3_store.env["AWS_ACCESS_KEY_ID"],
               "AWS_SECRET_ACCESS_KEY": s3_store.env["AWS_SECRET_ACCESS_KEY"],
               "AWS_DEFAULT_REGION": s3_store.env["AWS_DEFAULT_REGION"], "TRITONIZE_ADMIN_KEY": new_admin_key()}
-    env = {e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]] for e in container["env"]}
+    env = {e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]] if "valueFrom" in e else e["value"]
+           for e in container["env"]}
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
     # What the cluster supplies, swapped for loopback: the binary, ports, addresses and backends.
     ports = {p["name"]: free_port() for p in container["ports"]}

@@ -17,6 +17,7 @@ from tritonize.deploy.image import RUNNER_REQUIREMENTS, base_image
 from tritonize.deploy.k8s import MARKER, write_k8s
 from tritonize.deploy.options import DeployOptions
 from tritonize.serving.admin import ADMIN_KEY_ENV
+from tritonize.serving.server import MEMORY_BOUND_ENV
 
 # The oldest Kubernetes these manifests are for (PDB unhealthyPodEvictionPolicy is on by default there).
 K8S_VERSION = "1.30.0"
@@ -141,9 +142,10 @@ def test_the_server_container(base):
         assert var in env
     expected_env = {ADMIN_KEY_ENV} | (set() if options.kserve else
                                       {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"})
-    assert set(env) == expected_env
+    assert set(env) == expected_env | set(MEMORY_BOUND_ENV)
+    assert all(env[k]["value"] == v for k, v in MEMORY_BOUND_ENV.items())  # as TritonServer gives them locally
     secret = yaml.safe_load((out / "secret.example.yaml").read_text())
-    for e in env.values():
+    for e in (env[k] for k in expected_env):
         ref = e["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
     assert all(v == "" for k, v in secret["stringData"].items() if k != "AWS_DEFAULT_REGION")  # never a real secret
