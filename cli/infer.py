@@ -18,7 +18,7 @@ from ..client import DEFAULT_URL
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..client import ModelInfo, TritonClient
+    from ..client import EndpointStats, ModelInfo, TritonClient
 
     Files = list[tuple[str | None, Path, dict[str | None, np.ndarray]]]  # (NAME or None, path, its arrays) per --input
 
@@ -27,6 +27,8 @@ DESCRIPTION = """Send a request to a running Triton server over gRPC; print the 
 
 examples:
   tritonize infer mlp --url 127.0.0.1:8001 --batch 4
+  tritonize infer mlp --url dns:///triton.default.svc.cluster.local:8001 --repeat 100
+  tritonize infer mlp --url file:endpoints.json --repeat 100
   tritonize infer transformer --seq 32 --repeat 100
   tritonize infer cnn --input images.npy
   tritonize infer transformer --input input_ids=ids.npy --input attention_mask=mask.npy
@@ -38,7 +40,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="a model the server has loaded")
     p.add_argument("--url", dest="urls", nargs="+", action="extend", metavar="URL",
-                   help=f"server gRPC address host:port; several are used round-robin (default: {DEFAULT_URL})")
+                   help="server gRPC address host:port, dns:///NAME:PORT (every address behind the name) or an "
+                        "endpoints file (file:PATH or PATH.json, as `serve --endpoints-file` writes); several "
+                        f"are used round-robin, with a table per endpoint (default: {DEFAULT_URL})")
     p.add_argument("--input", dest="inputs", action="append", metavar="SOURCE",
                    help="'random' (default: made from the model's metadata), FILE.npy for a one-input model, "
                         "FILE.npz with arrays named after the inputs, or NAME=FILE.npy (repeat per input); "
@@ -74,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seq must be at least 1, got {args.seq}")
     if args.texts and args.inputs:
         raise ValueError("--text and --input cannot be combined")
-    urls = args.urls or [DEFAULT_URL]
     files = read_sources(args.inputs or ["random"])  # a bad file fails before any connection
-    with TritonClient(urls, timeout_s=args.timeout, use_shared_memory=args.shared_memory) as client:
+    with TritonClient(args.urls or [DEFAULT_URL], timeout_s=args.timeout,
+                      use_shared_memory=args.shared_memory) as client:
         if args.texts:
             info = text_model_info(client, args.model)
             inputs = {info.inputs[0].name: np.array([[t.encode("utf-8")] for t in args.texts], dtype=object)}
@@ -89,7 +93,13 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             outputs = client.infer(info.name, inputs)
             latencies.append(time.perf_counter() - start)
-    print(report(info, urls, inputs, outputs, latencies))
+        where = ", ".join(client.targets)
+        if client.urls != client.targets:  # a name or a file: say what it resolved to
+            where += f" ({', '.join(client.urls)})"
+        stats = client.endpoint_stats()
+    print(report(info, where, inputs, outputs, latencies))
+    if len(stats) > 1:
+        print(endpoint_table(stats))
     return 0
 
 
@@ -216,10 +226,10 @@ def _shape(x: np.ndarray) -> str:
     return f"[{','.join(map(str, x.shape))}]"
 
 
-def report(info: ModelInfo, urls: list[str], inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+def report(info: ModelInfo, where: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
            latencies: list[float]) -> str:
     batch = f", max batch {info.max_batch_size}" if info.batching else ""
-    lines = [f"model {info.name} (version {info.version}{batch}) at {', '.join(urls)}"]
+    lines = [f"model {info.name} (version {info.version}{batch}) at {where}"]
     lines += [f"  input  {name:<16} {x.dtype} {_shape(x)}" for name, x in inputs.items()]
     lines += [f"  output {name:<16} {x.dtype} {_shape(x)} {_first_values(x)}" for name, x in outputs.items()]
     ms = [t * 1e3 for t in latencies]
@@ -229,3 +239,24 @@ def report(info: ModelInfo, urls: list[str], inputs: dict[str, np.ndarray], outp
         lines.append(f"latency p50 {statistics.median(ms):.3f} ms, min {min(ms):.3f} ms, max {max(ms):.3f} ms "
                      f"over {len(ms)} requests")
     return "\n".join(lines)
+
+
+def _ms_or_dash(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def endpoint_table(stats: list[EndpointStats]) -> str:
+    """One row per endpoint: requests, answers, failures by kind, retries sent elsewhere, latency, state.
+    Latency percentiles come from the client's histogram (within ~5%)."""
+    header = ("endpoint", "requests", "ok", "failed", "retried elsewhere", "p50 ms", "p90 ms", "p99 ms", "state")
+    rows = []
+    for s in stats:
+        state = "removed" if s.removed else "ejected" if s.ejected else "up"
+        failed = f"{s.failures.total}" + (f" ({s.failures.nonzero()})" if s.failures.total else "")
+        rows.append((s.url, str(s.requests), str(s.successes), failed, str(s.retried_elsewhere),
+                     _ms_or_dash(s.latency.p50_s), _ms_or_dash(s.latency.p90_s), _ms_or_dash(s.latency.p99_s), state))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    # The endpoint and the failures read left to right; the numbers line up on the right.
+    left = {0, 3, 8}
+    return "\n".join("  ".join(cell.ljust(w) if i in left else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(row, widths))).rstrip() for row in [header, *rows])

@@ -5,7 +5,9 @@
 metadata read from the server (once per model) before anything is sent; a batch larger than the
 model's max batch size is split; failures of a server are retried on another one (or after a backoff),
 round-robin over several servers, and a failing server is set aside for a while; large tensors can go
-through system shared memory.
+through system shared memory. The servers can be named by address, by a DNS name re-resolved as pods
+come and go (`dns:///NAME:PORT`), or by the endpoints file `tritonize serve` writes; `endpoint_stats()`
+tells what each endpoint has seen.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ DEFAULT_URL = "127.0.0.1:8001"  # tritonserver's own default gRPC port, on this 
 _WHERE = {
     "AdminKeyError": "errors",
     "AsyncTritonClient": "async_client",
+    "DiscoveryError": "discovery",
+    "EndpointStats": "stats",
+    "FailureCounts": "stats",
+    "Latency": "stats",
     "InferTimeoutError": "errors",
     "NotReadyError": "errors",
     "RequestError": "errors",

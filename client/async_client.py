@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -17,8 +18,10 @@ from .model_info import ModelInfo
 from .request import Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare, read_outputs
 from .retry import server_timeout_us
 from .shared_memory import Layout, Region
+from .stats import EndpointStats
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class AsyncTritonClient(ClientCore):
@@ -29,12 +32,17 @@ class AsyncTritonClient(ClientCore):
 
     Chunks of a split batch are sent concurrently. The gRPC channels are opened on first use, inside
     the running event loop (an aio channel belongs to the loop it was made in); use one client per
-    event loop.
+    event loop. Discovery resolves names in the loop's default executor, so the loop never waits on a
+    resolver.
     """
 
     def _open(self) -> None:
         self._ring_or_none: EndpointRing | None = None
         self._fetching: dict[str, asyncio.Future] = {}
+        # Background tasks, kept from the GC: refreshes (cancelled by close) and closings (awaited by close).
+        self._refreshes: set[asyncio.Future] = set()
+        self._closings: set[asyncio.Future] = set()
+        self._refresh_lock = asyncio.Lock()  # binds to the loop on first use (Python >= 3.10)
 
     @property
     def _ring(self) -> EndpointRing:
@@ -52,8 +60,9 @@ class AsyncTritonClient(ClientCore):
         request = prepare(info, inputs, outputs, split_batches=self.split_batches)
         timeout_s, deadline = self._deadline(timeout_s)
         if request.batch <= info.max_batch_size:
-            return await self._with_retries(model, timeout_s, deadline, self._send, request)
-        tasks = [asyncio.ensure_future(self._with_retries(model, timeout_s, deadline, self._send, chunk))
+            return await self._with_retries(model, timeout_s, deadline, self._send, request, counted=True)
+        tasks = [asyncio.ensure_future(self._with_retries(model, timeout_s, deadline, self._send, chunk,
+                                                          counted=True))
                  for chunk in request.split(info.max_batch_size)]
         try:
             return concat_outputs(list(await asyncio.gather(*tasks)))
@@ -92,8 +101,11 @@ class AsyncTritonClient(ClientCore):
         deadline = time.monotonic() + timeout_s
         last = {}
         while True:
+            self._maybe_refresh()
             ready = []
             for endpoint in self._ring.endpoints:
+                if not self._ring.acquire(endpoint):  # removed meanwhile
+                    continue
                 t = min(max(deadline - time.monotonic(), 0.05), 1.0)
                 try:
                     if (await endpoint.client.is_server_ready(client_timeout=t)
@@ -104,25 +116,35 @@ class AsyncTritonClient(ClientCore):
                         last[endpoint.url] = "not ready" if model is None else f"model {model} not ready"
                 except InferenceServerException as e:
                     last[endpoint.url] = str(e)
+                finally:
+                    self._finish(endpoint, 0.0, False, None)
             done, pause = self._readiness(ready, last, every, deadline, timeout_s)
             if done is not None:
                 return done
             await asyncio.sleep(pause)
+
+    def endpoint_stats(self) -> list[EndpointStats]:
+        """As `TritonClient.endpoint_stats`; empty until the first call opens the channels."""
+        return self._ring_stats(self._ring_or_none)
+
+    async def refresh(self) -> list[str]:
+        """As `TritonClient.refresh`."""
+        self._check_open()
+        await self._refresh(force=True)
+        return self.urls
 
     async def close(self) -> None:
         """As `TritonClient.close`."""
         if self._closed:
             return
         self._closed = True
+        for task in self._refreshes:  # moot now; a closing in flight goes on to its channel's close
+            task.cancel()
+        await asyncio.gather(*self._refreshes, *self._closings, return_exceptions=True)
         if self._ring_or_none is None:
             return
-        for endpoint in self._ring_or_none.endpoints:
-            try:
-                for region in endpoint.regions.take_all():
-                    endpoint.regions.discard(region)
-                await self._unregister_pending(endpoint, wait_s=UNREGISTER_WAIT_S)
-            finally:
-                await endpoint.client.close()
+        for endpoint in self._ring_or_none.close_all():
+            await self._close_endpoint(endpoint, wait_s=UNREGISTER_WAIT_S)
 
     async def __aenter__(self) -> "AsyncTritonClient":
         return self
@@ -133,23 +155,86 @@ class AsyncTritonClient(ClientCore):
     # -- one call, retried ------------------------------------------------------------------------
 
     async def _with_retries(self, model: str, timeout_s: float | None, deadline: float | None,
-                            call: Callable[..., Awaitable[T]], *args) -> T:
-        """`await call(endpoint, client_timeout, *args)`, retried on other endpoints or after a backoff."""
+                            call: Callable[..., Awaitable[T]], *args, counted: bool = False) -> T:
+        """`await call(endpoint, client_timeout, *args)`, retried on other endpoints or after a backoff;
+        `counted` as in `TritonClient`."""
         self._check_open()
         ring = self._ring
+        self._maybe_refresh()
         attempts = self._attempts(f"model {model}", timeout_s, deadline)
+        failed_on = None
         while True:
+            client_timeout = attempts.client_timeout()
             endpoint = ring.pick(attempts.tried_elsewhere_only)
+            self._note_retry(failed_on, endpoint, counted)
+            if counted:
+                endpoint.counters.sent()
             sent_at = time.monotonic()
             try:
-                result = await call(endpoint, attempts.client_timeout(), *args)
+                result = await call(endpoint, client_timeout, *args)
             except InferenceServerException as error:
+                self._finish(endpoint, sent_at, counted, error)
                 wait = self._after_failure(ring, attempts, endpoint, error, sent_at)
+                failed_on = endpoint
                 if wait:
                     await asyncio.sleep(wait)
                 continue
+            except BaseException as error:  # a cancelled call too: it must let go of the endpoint
+                self._finish(endpoint, sent_at, counted, error)
+                raise
+            self._finish(endpoint, sent_at, counted, None)
             ring.succeeded(endpoint, sent_at)
             return result
+
+    def _finish(self, endpoint: Endpoint, sent_at: float, counted: bool, error: BaseException | None) -> None:
+        """Book the attempt; the last call of a removed endpoint closes it, in a task of its own (no await
+        here: this also runs while a call is being cancelled)."""
+        if self._book(self._ring, endpoint, sent_at, counted, error):
+            self._spawn(self._close_quietly(endpoint), self._closings)
+
+    # -- discovery --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _spawn(coroutine, tasks: set[asyncio.Future]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _maybe_refresh(self) -> None:
+        if self._discovery.due():
+            self._spawn(self._refresh_quietly(), self._refreshes)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self._refresh()
+        except Exception:  # a background task has no caller to tell: log it, calls go on as they were
+            log.exception("refreshing the endpoints of %r failed", self)
+
+    async def _refresh(self, force: bool = False) -> None:
+        async with self._refresh_lock:
+            # In the default executor: getaddrinfo blocks, and the loop must not.
+            await asyncio.get_running_loop().run_in_executor(None, self._discovery.refresh, force)
+            ring = self._ring_or_none  # none yet: the ring, when made, starts from the latest set
+            if self._closed or ring is None or not self._stale(ring):
+                return
+            to_close = ring.update(self._discovery.urls)
+        for endpoint in to_close:
+            await self._close_quietly(endpoint)
+
+    async def _close_quietly(self, endpoint: Endpoint) -> None:
+        try:
+            await self._close_endpoint(endpoint)
+        except Exception:
+            log.exception("closing removed endpoint %s failed", endpoint.url)
+
+    async def _close_endpoint(self, endpoint: Endpoint, wait_s: float = 0.0) -> None:
+        """Unregister and destroy its shared memory regions, then close its channel."""
+        try:
+            for region in endpoint.regions.take_all():
+                endpoint.regions.discard(region)
+            await self._unregister_pending(endpoint, wait_s=wait_s)
+        finally:
+            await endpoint.client.close()
 
     @staticmethod
     async def _fetch_info(endpoint: Endpoint, client_timeout: float | None, model: str) -> ModelInfo:

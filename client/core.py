@@ -6,18 +6,23 @@ decision (which endpoint, retry or not, shared memory or not, how to split a bat
 from __future__ import annotations
 
 import math
+import os
 import time
-from typing import Sequence
+from typing import Sequence, Union
 
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from . import DEFAULT_URL
-from .endpoints import Endpoint, EndpointRing, normalize_url
+from .discovery import Discovery
+from .endpoints import Endpoint, EndpointRing
 from .errors import AdminKeyError, NotReadyError, admin_key_refused, check_admin_key, is_restricted
 from .model_info import ModelInfo
 from .request import Request
 from .retry import Attempts, RetryPolicy
+from .stats import EndpointStats
+
+Targets = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 # Triton refuses to unregister a region a request still uses; how long close() keeps asking.
 UNREGISTER_WAIT_S = 2.0
@@ -64,15 +69,14 @@ def is_stale_region(error: InferenceServerException) -> bool:
 class ClientCore:
     """Options and state common to `TritonClient` and `AsyncTritonClient`."""
 
-    def __init__(self, urls: str | Sequence[str] = DEFAULT_URL, *, timeout_s: float | None = None,
+    def __init__(self, urls: Targets = DEFAULT_URL, *, timeout_s: float | None = None,
                  retry: RetryPolicy | None = None, use_shared_memory: bool | int = False,
-                 split_batches: bool = True, cooldown_s: float = 2.0, admin_key: str | None = None):
-        urls = [urls] if isinstance(urls, str) else list(urls)
-        self.urls = [normalize_url(u) for u in urls]
-        if not self.urls:
-            raise ValueError("a client needs at least one server URL, e.g. 127.0.0.1:8001")
+                 split_batches: bool = True, cooldown_s: float = 2.0, admin_key: str | None = None,
+                 refresh_s: float | None = None):
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 (or None for no limit), got {timeout_s}")
+        if not cooldown_s >= 0:
+            raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
         self.timeout_s = timeout_s
         self.retry = retry if retry is not None else RetryPolicy()
         self.shm_threshold = shm_threshold(use_shared_memory)
@@ -80,20 +84,60 @@ class ClientCore:
         self.cooldown_s = cooldown_s
         # Only the headers are kept, under a private name, and no repr or message shows them.
         self._admin_headers = check_admin_key(admin_key)
+        # Last of the checks: a DNS name is resolved and an endpoints file read here, once the options are
+        # known to be good; a target that names no server is an error now, not at the first call.
+        self._discovery = Discovery(urls, refresh_s)
         self._models: dict[str, ModelInfo] = {}
         self._closed = False
         self._open()
 
     def __repr__(self) -> str:
         key = ", admin_key=<set>" if self._admin_headers else ""
-        return f"{type(self).__name__}({self.urls!r}{key})"
+        return f"{type(self).__name__}({self._discovery.targets!r}{key})"
+
+    @property
+    def urls(self) -> list[str]:
+        """The endpoints' URLs as last resolved (host:port, [IPv6]:port), in the order the targets name them."""
+        return list(self._discovery.urls)
+
+    @property
+    def targets(self) -> list[str]:
+        """What the client was given, in canonical form: host:port, dns:///NAME:PORT, file:PATH."""
+        return self._discovery.targets
 
     def _open(self) -> None:
         """Set up the client's connections and state (each client class its own)."""
         raise NotImplementedError
 
     def _make_ring(self, client_class) -> EndpointRing:
-        return EndpointRing(self.urls, lambda url: client_class(url, channel_args=channel_args()), self.cooldown_s)
+        return EndpointRing(self._discovery.urls, lambda url: client_class(url, channel_args=channel_args()),
+                            self.cooldown_s, source_of=self._discovery.source_of)
+
+    def _stale(self, ring: EndpointRing) -> bool:
+        """Discovery knows a set of endpoints the ring does not have yet."""
+        return [e.url for e in ring.endpoints] != self._discovery.urls
+
+    @staticmethod
+    def _ring_stats(ring: EndpointRing | None) -> list[EndpointStats]:
+        return [] if ring is None else ring.stats()
+
+    @staticmethod
+    def _note_retry(failed_on: Endpoint | None, endpoint: Endpoint, counted: bool) -> None:
+        """A call that failed on `failed_on` now goes to `endpoint`: booked when that is another one."""
+        if counted and failed_on is not None and failed_on is not endpoint:
+            failed_on.counters.sent_elsewhere()
+
+    @staticmethod
+    def _book(ring: EndpointRing, endpoint: Endpoint, sent_at: float, counted: bool,
+              error: BaseException | None) -> bool:
+        """Book an attempt's outcome and release the endpoint; True when the caller must now close it
+        (discovery removed it, and this was its last call). A cancelled call is no failure of the server."""
+        if counted:
+            if error is None:
+                endpoint.counters.succeeded(time.monotonic() - sent_at)
+            elif isinstance(error, Exception):
+                endpoint.counters.failed(error)
+        return ring.release(endpoint)
 
     def _deadline(self, timeout_s: float | None) -> tuple[float | None, float | None]:
         """The call's timeout and the monotonic time it ends at; (None, None) for no limit."""

@@ -31,20 +31,20 @@ from tritonclient.utils import InferenceServerException
 from .errors import DEADLINE_EXCEEDED, InferTimeoutError, UnavailableError, is_restricted
 
 RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
-# (status, pattern searched in the message): failures of one server, retried like RETRYABLE ones.
-SERVER_FAILURES = (
-    ("StatusCode.INTERNAL", r"^Stub process '[^']*' is not healthy"),
-    ("StatusCode.NOT_FOUND", r"^Request for unknown model: '[^']*' has no available versions"),
-)
+# (status, pattern searched in the message), named so that endpoint statistics can tell them apart.
+STUB_UNHEALTHY = ("StatusCode.INTERNAL", r"^Stub process '[^']*' is not healthy")
+MODEL_UNLOADING = ("StatusCode.NOT_FOUND", r"^Request for unknown model: '[^']*' has no available versions")
+MODEL_MISSING = ("StatusCode.NOT_FOUND", r"^Request for unknown model: '[^']*' is not found")
+# Failures of one server, retried like RETRYABLE ones.
+SERVER_FAILURES = (STUB_UNHEALTHY, MODEL_UNLOADING)
 # Failures that another endpoint may not have: retried only on endpoints this call has not tried.
-ELSEWHERE_ONLY = (
-    ("StatusCode.NOT_FOUND", r"^Request for unknown model: '[^']*' is not found"),
-)
+ELSEWHERE_ONLY = (MODEL_MISSING,)
 # A request's own `timeout` ran out in the server's queue (a model whose queue policy allows it).
 REQUEST_TIMEOUT = "Request timeout expired"
 
 
-def _matches(error: Exception, patterns: tuple[tuple[str, str], ...]) -> bool:
+def matches(error: Exception, patterns: tuple[tuple[str, str], ...]) -> bool:
+    """The error has one of the (status, message pattern) pairs."""
     if not isinstance(error, InferenceServerException) or not patterns:
         return False
     status, message = error.status(), error.message() or ""
@@ -81,11 +81,11 @@ class RetryPolicy:
         """A failure of the server, not of the request: worth another attempt, here or elsewhere."""
         if not isinstance(error, InferenceServerException) or is_restricted(error):
             return False
-        return error.status() in self.retry_on or _matches(error, self.retry_when)
+        return error.status() in self.retry_on or matches(error, self.retry_when)
 
     def is_elsewhere_only(self, error: Exception) -> bool:
         """A failure another endpoint may not have, but this one will have again."""
-        return _matches(error, self.elsewhere_when)
+        return matches(error, self.elsewhere_when)
 
     def backoff_s(self, retry: int) -> float:
         """The wait before retry number `retry` (1 for the first retry)."""

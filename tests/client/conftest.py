@@ -6,6 +6,7 @@ seconds on this machine.
 import functools
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from tritonize.client import discovery as discovery_module
 from tritonize.client.errors import GRPC_ADMIN_KEY_HEADER
 from tritonize.models import get_spec
 from tritonize.serving.server import TritonServer, free_port
@@ -181,3 +183,84 @@ def text_server(tmp_path_factory):
     (repository / "text_stats" / "1" / "model.py").write_text(TEXT_MODEL)
     with TritonServer(repository, ["text_stats"]) as s:
         yield s
+
+
+AFFINE_CONFIG = """\
+name: "affine"
+backend: "python"
+max_batch_size: 16
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+dynamic_batching { }
+"""
+# y = 2x + 1, exact in float32, so each answer can be checked against numpy; a NaN is refused with
+# INVALID_ARG by the model itself (a request error, which the client does not retry).
+AFFINE_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            if np.isnan(x).any():
+                error = pb_utils.TritonError("x holds NaN; expected finite values", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            else:
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x * np.float32(2) + np.float32(1))]))
+        return responses
+"""
+
+
+@pytest.fixture(scope="session")
+def affine_trio(tmp_path_factory):
+    """Three servers of the tiny Python-backend `affine` model (no artifacts needed), running for the
+    session; tests must leave them running."""
+    repository = tmp_path_factory.mktemp("affine") / "model_repository"
+    (repository / "affine" / "1").mkdir(parents=True)
+    (repository / "affine" / "config.pbtxt").write_text(AFFINE_CONFIG)
+    (repository / "affine" / "1" / "model.py").write_text(AFFINE_MODEL)
+    servers = [TritonServer(repository, ["affine"]) for _ in range(3)]
+    try:
+        start_all(servers)
+        yield servers
+    finally:
+        close_all(servers)
+
+
+@pytest.fixture(scope="session")
+def served_requests():
+    """A function (server, model, at_least=None) -> requests `server` has answered for `model`, read with
+    its admin key; with `at_least` it waits (bounded) for the count to get there, as `request_count`."""
+    def count(server, model: str, at_least: int | None = None) -> int:
+        client = raw_client(server)
+        try:
+            return request_count(client, model, at_least)
+        finally:
+            client.close()
+
+    return count
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """DNS answers for names ending in .test: the test sets `fake_dns[name] = [(ip, port), ...]` (or an
+    exception: the lookup fails); an unset .test name does not resolve, and every other name goes to the
+    real resolver. Only the client's discovery sees it; the connections are real."""
+    answers: dict[str, object] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if not host.endswith(".test"):
+            return real(host, port, *args, **kwargs)
+        answer = answers.get(host, socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+        if isinstance(answer, Exception):
+            raise answer
+        return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (ip, p, 0, 0) if ":" in ip else (ip, p)) for ip, p in answer]
+
+    monkeypatch.setattr(discovery_module, "getaddrinfo", getaddrinfo)
+    return answers

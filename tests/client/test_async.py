@@ -5,7 +5,14 @@ import time
 import numpy as np
 import pytest
 
-from tritonize.client import AsyncTritonClient, InferTimeoutError, NotReadyError, RequestError, RetryPolicy, TritonClient
+from tritonize.client import (
+    AsyncTritonClient,
+    InferTimeoutError,
+    NotReadyError,
+    RequestError,
+    RetryPolicy,
+    TritonClient,
+)
 from tritonize.models import get_spec
 from tritonize.serving.server import free_port
 

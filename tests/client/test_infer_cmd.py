@@ -3,6 +3,7 @@ import argparse
 
 import numpy as np
 import pytest
+
 from tritonize.cli import main
 from tritonize.cli.infer import register
 from tritonize.client import RequestError
