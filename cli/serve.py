@@ -1,8 +1,11 @@
-"""`tritonize serve`: a real tritonserver on a repository, until Ctrl-C, SIGTERM or SIGHUP."""
+"""`tritonize serve`: a real tritonserver on a repository (or N replicas of it), until Ctrl-C, SIGTERM or SIGHUP."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 from ..artifacts import DEFAULT_REPOSITORY
@@ -10,6 +13,7 @@ from .common import CliError, console, out
 
 ADMIN_KEY_ENV = "TRITONIZE_ADMIN_KEY"  # serving.admin.ADMIN_KEY_ENV; named here so that --help loads no stage
 KEY_FILE_NAME = "admin_key"
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # tritonserver's own; one server only
 
 EPILOG = f"""\
 admin key:
@@ -33,6 +37,17 @@ stopping:
 model health:
   Every --health-interval seconds serve checks the models' Python-backend stub processes; a model
   whose stub died (the server keeps it READY while every request fails) is reloaded.
+
+replicas:
+  --replicas N starts N tritonservers side by side on free loopback ports, all reading the same
+  repository (a folder or s3://), with one admin key and a health loop each. --endpoints-file F gets,
+  once all are ready, a JSON list with one object per replica, written atomically (a temporary file,
+  then a rename): {{"grpc": "host:port", "http": "host:port", "metrics": "http://host:port/metrics",
+  "pid": <tritonserver pid>}}; serve prints the same. Ctrl-C, SIGTERM and SIGHUP remove F and drain
+  all replicas at once. It is a stand-in for a cluster in tests and demos (give the grpc addresses
+  to `tritonize infer --url` or to TritonClient), not an orchestrator: a replica that dies is
+  reported and stays dead while the others keep serving (serve then exits 1); nothing is restarted,
+  rescheduled or scaled. For a real cluster, see `tritonize deploy k8s`.
 """
 
 
@@ -43,9 +58,16 @@ def register(sub) -> None:
                    help="repository folder, or one in S3-compatible storage that `tritonize publish` wrote (endpoint "
                         "and credentials from the AWS environment, AWS_ENDPOINT_URL included) (default: %(default)s)")
     p.add_argument("--models", nargs="+", help="models to load (default: every model in the repository)")
-    p.add_argument("--http-port", type=int, default=8000, help="(default: %(default)s, as tritonserver)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="(default: %(default)s)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="(default: %(default)s)")
+    p.add_argument("--http-port", type=int, help=f"(default: {DEFAULT_PORTS['http']}, as tritonserver; with "
+                   "--replicas > 1 a free port per replica, and a fixed one is refused)")
+    p.add_argument("--grpc-port", type=int, help=f"(default: {DEFAULT_PORTS['grpc']})")
+    p.add_argument("--metrics-port", type=int, help=f"(default: {DEFAULT_PORTS['metrics']})")
+    p.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="start N servers on the same repository, on free loopback ports: a stand-in for a cluster in "
+                        "tests and demos, not an orchestrator (see below) (default: %(default)s)")
+    p.add_argument("--endpoints-file", type=Path, metavar="F",
+                   help="once serving, write the servers' addresses and pids there as JSON (atomically); removed "
+                        "when serve stops")
     p.add_argument("--server", help="path to a tritonserver binary (default: PATH, then nvidia-pytriton's)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default: %(default)s)")
     p.add_argument("--admin-key-file", type=Path, metavar="PATH",
@@ -102,30 +124,13 @@ def admin_key_source(key_file: Path | None) -> tuple[str | None, str, Path | Non
     return None, "new, written to {} (mode 0600, removed when the server stops)", None
 
 
-def run(args) -> int:
-    import contextlib
-    import signal
-    import threading
-    import time
+@contextlib.contextmanager
+def _stop_on_signals():
+    """(an Event set by Ctrl-C, SIGTERM or SIGHUP, the signals caught); the old handlers come back after.
 
-    from ..serving.admin import write_admin_key_file
-    from ..serving.health import ModelHealth
-    from ..serving.idle import poll_idle
-    from ..serving.server import TritonServer
-
-    if not args.drain_seconds >= 0:
-        raise CliError(f"--drain-seconds: expected seconds >= 0, got {args.drain_seconds:g}")
-    if not args.health_interval >= 0:
-        raise CliError(f"--health-interval: expected seconds >= 0 (0: no checks), got {args.health_interval:g}")
-    key, key_where, write_key_to = admin_key_source(args.admin_key_file)
-    server = TritonServer(args.repo, args.models or None, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, binary=args.server, ready_timeout_s=args.timeout,
-                          placement=_placement(args.server_cpus, args.instance_cpus, args.stubs_alone),
-                          admin_key=key, drain_s=args.drain_seconds,
-                          stop_timeout_s=max(30.0, args.drain_seconds + 30.0))
-    # Ctrl-C, SIGTERM and SIGHUP only set a flag: a KeyboardInterrupt raised inside subprocess's own
-    # polling can leave its wait lock taken, and the stop would then hang. SIGHUP (the terminal went
-    # away) stops the server like SIGTERM instead of killing serve without a drain.
+    The handlers only set the flag: a KeyboardInterrupt raised inside subprocess's own polling can leave
+    its wait lock taken, and the stop would then hang. SIGHUP (the terminal went away) stops the servers
+    like SIGTERM instead of killing serve without a drain."""
     stop = threading.Event()
     caught: list[int] = []
 
@@ -134,45 +139,188 @@ def run(args) -> int:
         stop.set()
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    host = contextlib.ExitStack()
-    health = None
     try:
-        if args.poll_idle:
-            host.enter_context(poll_idle())
-        with console.status(f"starting {server.binary.path} on {args.repo}"):
-            server.start()
-        if key is None:
-            path = write_key_to or server.workdir / KEY_FILE_NAME
-            write_admin_key_file(path, server.admin_key)
-            key_where = key_where.format(path)
-        if args.health_interval > 0:
-            health = ModelHealth(server, args.health_interval,
-                                 report=lambda line: console.print(f"[yellow]health:[/] {line}", highlight=False)).start()
-        out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
-                  f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
-                  f"  admin key: {key_where}\n"
-                  + (f"  placement: {server.placement.describe()}\n" if server.placement else "")
-                  + ("  idle cores poll (PM QoS CPU latency 0 us, held until the server stops)\n" if args.poll_idle else "")
-                  + (f"  model health: stubs checked every {args.health_interval:g} s\n" if health else "")
-                  + f"Ctrl-C (or SIGTERM, SIGHUP) drains for up to {args.drain_seconds:g} s and stops the server.",
-                  highlight=False)
-        while not stop.wait(0.5):
-            if server.process.poll() is not None:
-                raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
-        name = signal.Signals(caught[0]).name if caught else "stop"
-        console.print(f"{name}: draining (not ready, new requests refused, up to {args.drain_seconds:g} s "
-                      "for those in flight)...", highlight=False)
-        started = time.monotonic()
-        if health is not None:
-            health.stop()
-        code = server.stop()
-        console.print(f"stopped in {time.monotonic() - started:.1f} s (tritonserver exit code {code})",
-                      highlight=False)
-        return 0
+        yield stop, caught
     finally:
-        if health is not None:
-            health.stop()
-        server.close()
-        host.close()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def _signal_name(caught: list[int]) -> str:
+    return signal.Signals(caught[0]).name if caught else "stop"
+
+
+def _check_options(args) -> None:
+    if not args.drain_seconds >= 0:
+        raise CliError(f"--drain-seconds: expected seconds >= 0, got {args.drain_seconds:g}")
+    if not args.health_interval >= 0:
+        raise CliError(f"--health-interval: expected seconds >= 0 (0: no checks), got {args.health_interval:g}")
+    if args.replicas < 1:
+        raise CliError(f"--replicas: expected a number of servers >= 1, got {args.replicas}")
+    fixed = [f"--{kind}-port {getattr(args, kind + '_port')}" for kind in ("http", "grpc", "metrics")
+             if getattr(args, kind + "_port")]  # 0 asks for a free port, as each replica gets anyway
+    if args.replicas > 1 and fixed:
+        raise CliError(f"--replicas {args.replicas} starts each replica on free ports (listed in --endpoints-file): "
+                       f"expected no fixed port, got {', '.join(fixed)}")
+    if args.endpoints_file is not None:
+        from ..serving.replicas import check_endpoints_path
+
+        try:
+            check_endpoints_path(args.endpoints_file)
+        except ValueError as e:
+            raise CliError(f"--endpoints-file: {e}") from None
+
+
+def run(args) -> int:
+    _check_options(args)
+    key, key_where, write_key_to = admin_key_source(args.admin_key_file)
+    placement = _placement(args.server_cpus, args.instance_cpus, args.stubs_alone)
+    if args.replicas > 1:
+        return _run_replicas(args, key, key_where, write_key_to, placement)
+    return _run_one(args, key, key_where, write_key_to, placement)
+
+
+def _run_one(args, key, key_where, write_key_to, placement) -> int:
+    import time
+
+    from ..serving.admin import write_admin_key_file
+    from ..serving.health import ModelHealth
+    from ..serving.idle import poll_idle
+    from ..serving.replicas import ReplicaEndpoint, write_endpoints_file
+    from ..serving.server import TritonServer
+
+    given = {kind: getattr(args, f"{kind}_port") for kind in DEFAULT_PORTS}
+    ports = {f"{kind}_port": DEFAULT_PORTS[kind] if port is None else port for kind, port in given.items()}
+    server = TritonServer(args.repo, args.models or None, **ports, binary=args.server,
+                          ready_timeout_s=args.timeout, placement=placement, admin_key=key,
+                          drain_s=args.drain_seconds, stop_timeout_s=max(30.0, args.drain_seconds + 30.0))
+    host = contextlib.ExitStack()
+    health = None
+    endpoints_file = None
+    with _stop_on_signals() as (stop, caught):
+        try:
+            if args.poll_idle:
+                host.enter_context(poll_idle())
+            with console.status(f"starting {server.binary.path} on {args.repo}"):
+                server.start()
+            if key is None:
+                path = write_key_to or server.workdir / KEY_FILE_NAME
+                write_admin_key_file(path, server.admin_key)
+                key_where = key_where.format(path)
+            if args.health_interval > 0:
+                health = ModelHealth(server, args.health_interval, report=_health_line).start()
+            if args.endpoints_file is not None:
+                endpoints_file = write_endpoints_file(args.endpoints_file, [ReplicaEndpoint.of(server)])
+            out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
+                      f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
+                      f"  admin key: {key_where}\n"
+                      + (f"  endpoints file: {endpoints_file}\n" if endpoints_file else "")
+                      + (f"  placement: {server.placement.describe()}\n" if server.placement else "")
+                      + ("  idle cores poll (PM QoS CPU latency 0 us, held until the server stops)\n"
+                         if args.poll_idle else "")
+                      + (f"  model health: stubs checked every {args.health_interval:g} s\n" if health else "")
+                      + f"Ctrl-C (or SIGTERM, SIGHUP) drains for up to {args.drain_seconds:g} s and stops the server.",
+                      highlight=False)
+            while not stop.wait(0.5):
+                if server.process.poll() is not None:
+                    raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
+            console.print(f"{_signal_name(caught)}: draining (not ready, new requests refused, up to "
+                          f"{args.drain_seconds:g} s for those in flight)...", highlight=False)
+            _remove(endpoints_file)
+            started = time.monotonic()
+            if health is not None:
+                health.stop()
+            code = server.stop()
+            console.print(f"stopped in {time.monotonic() - started:.1f} s (tritonserver exit code {code})",
+                          highlight=False)
+            return 0
+        finally:
+            _remove(endpoints_file)
+            if health is not None:
+                health.stop()
+            server.close()
+            host.close()
+
+
+def _health_line(line: str) -> None:
+    console.print(f"[yellow]health:[/] {line}", highlight=False)
+
+
+def _remove(path) -> None:
+    """Remove the endpoints file: it lists servers that take requests, and these are about to stop."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _run_replicas(args, key, key_where, write_key_to, placement) -> int:
+    import json
+    import time
+
+    from rich.markup import escape
+
+    from ..serving.admin import write_admin_key_file
+    from ..serving.idle import poll_idle
+    from ..serving.replicas import Replicas
+
+    replicas = Replicas(args.repo, args.replicas, args.models or None, admin_key=key,
+                        health_interval_s=args.health_interval, report=_health_line, binary=args.server,
+                        ready_timeout_s=args.timeout, placement=placement, drain_s=args.drain_seconds,
+                        stop_timeout_s=max(30.0, args.drain_seconds + 30.0))
+    host = contextlib.ExitStack()
+    endpoints_file = None
+    with _stop_on_signals() as (stop, caught):
+        try:
+            if args.poll_idle:
+                host.enter_context(poll_idle())
+            with console.status(f"starting {args.replicas} x {replicas.servers[0].binary.path} on {args.repo}"):
+                replicas.start()
+            if key is None:  # one key for all replicas, in the first one's work folder unless a file was named
+                path = write_key_to or replicas.servers[0].workdir / KEY_FILE_NAME
+                write_admin_key_file(path, replicas.admin_key)
+                key_where = key_where.format(path).replace("the server stops", "the replicas stop")
+            endpoints = replicas.endpoints()
+            if args.endpoints_file is not None:  # written once all are ready: its appearance means "serving"
+                endpoints_file = replicas.write_endpoints_file(args.endpoints_file)
+            rows = "".join(f"  replica {i}: gRPC {e.grpc}  HTTP {e.http}  metrics {e.metrics}  pid {e.pid}\n"
+                           for i, e in enumerate(endpoints))
+            out.print(f"[bold green]ready[/]: {len(endpoints)} replicas, models {', '.join(replicas.models)}\n{rows}"
+                      f"  admin key (all replicas): {key_where}\n"
+                      + (f"  endpoints file: {endpoints_file}\n" if endpoints_file else "")
+                      + (f"  placement (each replica): {placement.describe()}\n" if placement else "")
+                      + ("  idle cores poll (PM QoS CPU latency 0 us, held until the servers stop)\n"
+                         if args.poll_idle else "")
+                      + (f"  model health: stubs checked every {args.health_interval:g} s\n"
+                         if args.health_interval > 0 else ""),
+                      highlight=False)
+            out.print(json.dumps([e.to_json() for e in endpoints], indent=2), markup=False, highlight=False,
+                      soft_wrap=True)
+            out.print(f"Ctrl-C (or SIGTERM, SIGHUP) drains all {len(endpoints)} replicas for up to "
+                      f"{args.drain_seconds:g} s and stops them.", highlight=False)
+            died: dict[int, int] = {}
+            while not stop.wait(0.5):
+                for i, code in replicas.exited().items():
+                    if i not in died:  # not an orchestrator: reported, not restarted; the others keep serving
+                        died[i] = code
+                        console.print(f"[bold red]replica {i}[/] ({endpoints[i].grpc}): tritonserver exited with "
+                                      f"code {code}; the other replicas keep serving\n"
+                                      f"{escape(replicas.servers[i].log_tail(10))}", highlight=False)
+                if len(died) == len(endpoints):
+                    raise CliError(f"every replica's tritonserver exited (codes {', '.join(map(str, died.values()))})")
+            left = len(endpoints) - len(died)
+            console.print(f"{_signal_name(caught)}: draining {left} replica{'s' if left != 1 else ''} (not ready, new "
+                          f"requests refused, up to {args.drain_seconds:g} s for those in flight)...", highlight=False)
+            _remove(endpoints_file)
+            started = time.monotonic()
+            codes = replicas.stop()
+            console.print(f"stopped in {time.monotonic() - started:.1f} s (tritonserver exit codes "
+                          f"{', '.join('-' if c is None else str(c) for c in codes)})", highlight=False)
+            if died:
+                console.print(f"[bold red]{len(died)} of {len(endpoints)} replicas exited while serving: "
+                              f"{', '.join(f'replica {i} (code {c})' for i, c in died.items())}", highlight=False)
+                return 1
+            return 0
+        finally:
+            _remove(endpoints_file)
+            replicas.close()
+            host.close()

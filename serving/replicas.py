@@ -1,0 +1,223 @@
+"""Several real tritonservers on one machine, all reading the same repository: a stand-in for a cluster.
+
+`Replicas` starts N `TritonServer`s side by side on free loopback ports, with one admin key for all (as
+the pods of one Deployment share one Secret), each with its own model-health loop (serving/health.py) as
+a single `serve` has, and stops them all in parallel, each with its drain. `endpoints()` gives each
+replica's addresses and its tritonserver's pid, and `write_endpoints_file` writes them as a JSON list
+that clients and scripts read:
+
+    [{"grpc": "127.0.0.1:PORT", "http": "127.0.0.1:PORT", "metrics": "http://127.0.0.1:PORT/metrics",
+      "pid": 1234}, ...]
+
+It is for tests and demos of what clients see of a cluster (round-robin, failover, a drained or killed
+replica), not an orchestrator: a replica that dies stays dead, nothing is rescheduled or scaled.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .admin import check_admin_key, new_admin_key
+from .health import DEFAULT_INTERVAL_S, ModelHealth
+from .placement import Placement
+from .server import DEFAULT_DRAIN_S, ServerError, TritonServer, free_port
+
+PORTS_PER_SERVER = 3  # http, grpc, metrics
+
+
+@dataclass(frozen=True)
+class ReplicaEndpoint:
+    """Where one replica answers, as the endpoints file has it."""
+    grpc: str  # host:port, as gRPC clients take it
+    http: str  # host:port
+    metrics: str  # http://host:port/metrics
+    pid: int  # the tritonserver process: a reader can tell a stale file (pid gone) from a live one
+
+    @classmethod
+    def of(cls, server: TritonServer) -> "ReplicaEndpoint":
+        if server.process is None:
+            raise ServerError(f"{server!r}: expected a started server, got one not running")
+        return cls(server.grpc_url, server.http_url, server.metrics_url, server.process.pid)
+
+    def to_json(self) -> dict[str, str | int]:
+        return asdict(self)
+
+
+def write_endpoints_file(path: str | os.PathLike, endpoints: Sequence[ReplicaEndpoint]) -> Path:
+    """Write `endpoints` to `path` as a JSON list, atomically: a temporary file in the same folder, then a
+    rename over `path`, so a reader sees the whole old file or the whole new one, never half of one."""
+    path = Path(path)
+    check_endpoints_path(path)
+    text = json.dumps([e.to_json() for e in endpoints], indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # addresses and pids, no secret: any local client may read them (mkstemp made 0600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def check_endpoints_path(path: Path) -> None:
+    """Refuse an endpoints file that could not be written, before any server starts."""
+    if path.is_dir():
+        raise ValueError(f"endpoints file {path}: expected a file path, got a folder")
+    if not path.parent.is_dir():
+        raise ValueError(f"endpoints file {path}: expected a file in an existing folder, got {path.parent}, "
+                         "which is not a folder")
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` free loopback ports, all different: free_port() alone may hand the same port out twice
+    when nothing binds it in between, and N servers would then race for it."""
+    ports: list[int] = []
+    for _ in range(100 * count):
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise ServerError(f"expected {count} distinct free loopback ports, found only {len(ports)}")
+
+
+class Replicas:
+    """N tritonservers on one repository, as a context manager.
+
+    >>> with Replicas("s3://bucket/models", 3) as replicas:
+    ...     replicas.write_endpoints_file("endpoints.json")
+    ...     client = TritonClient([e.grpc for e in replicas.endpoints()])
+
+    `admin_key` is shared by all replicas (a new random one when None). `health_interval_s` > 0 runs each
+    replica's model-health loop, whose lines go to `report` prefixed with the replica; 0 runs none. The
+    other options are TritonServer's, the same for every replica; the ports are always free ones.
+    """
+
+    def __init__(self, repository: str | os.PathLike, count: int = 2, models: list[str] | None = None, *,
+                 admin_key: str | None = None, health_interval_s: float = DEFAULT_INTERVAL_S,
+                 report: Callable[[str], None] | None = None, binary: str | os.PathLike | None = None,
+                 ready_timeout_s: float = 120.0, stop_timeout_s: float = 30.0, drain_s: float = DEFAULT_DRAIN_S,
+                 placement: Placement | None = None, log_verbose: int = 0, extra_args: list[str] | None = None):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count: expected a number of replicas >= 1, got {count!r}")
+        if not health_interval_s >= 0:
+            raise ValueError(f"health_interval_s: expected seconds >= 0 (0: no health loop), got {health_interval_s!r}")
+        self.admin_key = new_admin_key() if admin_key is None else check_admin_key(admin_key)
+        self.health_interval_s = health_interval_s
+        self.report = report
+        ports = distinct_free_ports(PORTS_PER_SERVER * count)
+        options = dict(binary=binary, ready_timeout_s=ready_timeout_s, stop_timeout_s=stop_timeout_s, drain_s=drain_s,
+                       placement=placement, log_verbose=log_verbose, extra_args=extra_args, admin_key=self.admin_key)
+        self.servers: list[TritonServer] = []
+        for i in range(count):
+            http, grpc, metrics = ports[PORTS_PER_SERVER * i:PORTS_PER_SERVER * (i + 1)]
+            # The first server resolves the models (for s3://, one read of the store's index); the rest take its list.
+            self.servers.append(TritonServer(repository, models if i == 0 else self.servers[0].models,
+                                             http_port=http, grpc_port=grpc, metrics_port=metrics, **options))
+        self.health: list[ModelHealth | None] = [None] * count
+        self._started: list[ReplicaEndpoint] = []
+        self._stopped: set[int] = set()  # replicas stopped by us (stop_replica), not dead on their own
+
+    def __repr__(self) -> str:  # never the admin key
+        return f"Replicas({len(self.servers)} x {str(self.servers[0].repository)!r})"
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
+    @property
+    def models(self) -> list[str]:
+        return self.servers[0].models
+
+    def start(self) -> "Replicas":
+        """Start every replica side by side (a start mostly waits on the server loading its models), then
+        their health loops. If any fails to start, all are stopped and its error is raised, naming it."""
+        try:
+            self._each(lambda i, server: server.start(), "start")
+            self._started = [ReplicaEndpoint.of(s) for s in self.servers]
+            if self.health_interval_s > 0:
+                for i, server in enumerate(self.servers):
+                    self.health[i] = ModelHealth(server, self.health_interval_s, self._reporter(i)).start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _reporter(self, index: int) -> Callable[[str], None]:
+        report = self.report or logging.getLogger(__name__).warning
+        url = self.servers[index].grpc_url
+        return lambda line: report(f"replica {index} ({url}): {line}")
+
+    def endpoints(self) -> list[ReplicaEndpoint]:
+        """Each replica's addresses and tritonserver pid, as they were when all had started (a replica
+        stopped or dead since keeps its entry: clients of a cluster also see members go away)."""
+        if not self._started:
+            raise ServerError(f"{self!r}: expected started replicas (start() or `with`), got none started")
+        return list(self._started)
+
+    def write_endpoints_file(self, path: str | os.PathLike) -> Path:
+        return write_endpoints_file(path, self.endpoints())
+
+    def exited(self) -> dict[int, int]:
+        """Replica index -> exit code, for each tritonserver that ended without being stopped here."""
+        return {i: s.process.returncode for i, s in enumerate(self.servers)
+                if i not in self._stopped and s.process is not None and s.process.poll() is not None}
+
+    def stop_replica(self, index: int) -> int | None:
+        """Stop one replica as `stop` does (its health loop, then its drain); its exit code."""
+        if not 0 <= index < len(self.servers):
+            raise IndexError(f"replica: expected an index from 0 to {len(self.servers) - 1}, got {index}")
+        self._stopped.add(index)
+        if self.health[index] is not None:
+            self.health[index].stop()
+            self.health[index] = None
+        return self.servers[index].stop()
+
+    def stop(self) -> list[int | None]:
+        """Drain and stop every replica, all at once (each drain mostly waits: on the server to unload and on
+        requests in flight); their exit codes, in replica order."""
+        return self._each(lambda i, server: self.stop_replica(i), "stop")
+
+    def close(self) -> None:
+        """Stop every replica and remove its work folder."""
+        def close_one(i: int, server: TritonServer) -> None:
+            self.stop_replica(i)
+            server.close()
+
+        self._each(close_one, "close")
+
+    def _each(self, call: Callable[[int, TritonServer], object], what: str) -> list:
+        """`call(i, server)` for every replica in parallel; all run to the end before the first error is
+        raised, so one failing replica does not leave the others unstarted or unstopped."""
+        with ThreadPoolExecutor(len(self.servers), thread_name_prefix=f"tritonize-replicas-{what}") as pool:
+            futures = [pool.submit(call, i, s) for i, s in enumerate(self.servers)]
+        results, first = [], None
+        for i, future in enumerate(futures):
+            error = future.exception()
+            if error is not None and first is None:
+                first = (i, error)
+            results.append(None if error is not None else future.result())
+        if first is not None:
+            i, error = first
+            if isinstance(error, ServerError):  # one line first: which replica of how many, then the server's own
+                raise ServerError(f"replica {i} of {len(self.servers)} ({self.servers[i].grpc_url}): {what}: "
+                                  f"{error}") from error
+            raise error
+        return results
+
+    def __enter__(self) -> "Replicas":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
