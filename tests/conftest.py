@@ -7,10 +7,30 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tritonize.models import get_spec, minilm, model_names  # noqa: E402
+
+
+def _load_s3_fixtures():
+    """tests/s3_fixtures.py, imported by path (under --import-mode=importlib tests/ is not importable by name)."""
+    name = "tritonize_tests_s3_fixtures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "s3_fixtures.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+# A moto S3 server on loopback, one for the session (`s3_store`), and its AWS_* variables in os.environ
+# for one test (`s3_env`).
+s3_store = _load_s3_fixtures().s3_store
+s3_env = _load_s3_fixtures().s3_env
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,7 @@
 """An S3-compatible store for tests: a real moto server on a free loopback port, one per test session.
 
-pytest runs with --import-mode=importlib, so tests/ is not importable by name: a test module or conftest.py
-imports this file by path and names the fixtures (tests/model_repository/test_store.py shows how). Each module
-that does so gets its own session server; named in tests/conftest.py, one would serve every folder.
+pytest runs with --import-mode=importlib, so tests/ is not importable by name: tests/conftest.py imports this
+file by path and names the fixtures, so one server serves every folder.
 
 `s3_store` (session): the server, its endpoint URL, a bucket and the AWS_* variables for boto3 and for
 tritonserver, which reads credentials and region from the environment. `s3_env` (per test): those variables
@@ -13,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
 
 import pytest
 
@@ -36,6 +37,15 @@ class S3Store:
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.env["AWS_DEFAULT_REGION"],
                             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+    def environ(self, base: Mapping[str, str], home: Path) -> dict[str, str]:
+        """`base` (an environment) with this store's AWS_* variables and no other AWS setting: no profile,
+        endpoint or token of the machine, config files that do not exist (under `home`), and no EC2
+        metadata lookup (else boto3 waits on 169.254.169.254 for credentials)."""
+        missing = str(home / "no-aws-config")
+        kept = {k: v for k, v in base.items() if k not in _AWS_SETTINGS}
+        return {**kept, **self.env, "AWS_CONFIG_FILE": missing, "AWS_SHARED_CREDENTIALS_FILE": missing,
+                "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +74,7 @@ def s3_env(s3_store, monkeypatch, tmp_path):
     """The store's AWS_* variables in os.environ for one test, nothing else of AWS's."""
     for name in _AWS_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    missing = tmp_path / "no-aws-config"
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(missing))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(missing))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # else boto3 waits on 169.254.169.254 for credentials
-    for name, value in s3_store.env.items():
+    for name, value in s3_store.environ({}, tmp_path).items():
         monkeypatch.setenv(name, value)
     return s3_store
 

@@ -185,24 +185,29 @@ def text_server(tmp_path_factory):
         yield s
 
 
+# The tiny Python-backend model the failover and discovery tests serve (no artifacts needed):
+# y = 2x + 1, exact in float32, so each answer can be checked against numpy; a NaN is refused with
+# INVALID_ARG by the model itself (a request error, which the client does not retry). `sleep_s` makes
+# each execute slow; `queue_policy` goes into its dynamic_batching block.
 AFFINE_CONFIG = """\
-name: "affine"
+name: "{name}"
 backend: "python"
 max_batch_size: 16
-input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-dynamic_batching { }
+input [ {{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+output [ {{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+dynamic_batching {{ {queue_policy} }}
 """
-# y = 2x + 1, exact in float32, so each answer can be checked against numpy; a NaN is refused with
-# INVALID_ARG by the model itself (a request error, which the client does not retry).
 AFFINE_MODEL = """\
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
     def execute(self, requests):
+        time.sleep({sleep_s})
         responses = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
@@ -215,14 +220,24 @@ class TritonPythonModel:
 """
 
 
+def _write_affine_model(repository: Path, name: str = "affine", sleep_s: float = 0.0, queue_policy: str = "") -> None:
+    (repository / name / "1").mkdir(parents=True)
+    (repository / name / "config.pbtxt").write_text(AFFINE_CONFIG.format(name=name, queue_policy=queue_policy))
+    (repository / name / "1" / "model.py").write_text(AFFINE_MODEL.format(sleep_s=sleep_s))
+
+
+@pytest.fixture(scope="session")
+def write_affine_model():
+    """write_affine_model(repository, name="affine", sleep_s=0.0, queue_policy="") adds the affine model."""
+    return _write_affine_model
+
+
 @pytest.fixture(scope="session")
 def affine_trio(tmp_path_factory):
     """Three servers of the tiny Python-backend `affine` model (no artifacts needed), running for the
     session; tests must leave them running."""
     repository = tmp_path_factory.mktemp("affine") / "model_repository"
-    (repository / "affine" / "1").mkdir(parents=True)
-    (repository / "affine" / "config.pbtxt").write_text(AFFINE_CONFIG)
-    (repository / "affine" / "1" / "model.py").write_text(AFFINE_MODEL)
+    _write_affine_model(repository)
     servers = [TritonServer(repository, ["affine"]) for _ in range(3)]
     try:
         start_all(servers)

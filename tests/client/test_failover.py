@@ -33,39 +33,10 @@ from tritonize.serving.server import TritonServer
 
 pytestmark = pytest.mark.server
 
-CONFIG = """\
-name: "{name}"
-backend: "python"
-max_batch_size: 16
-input [ {{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-output [ {{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-dynamic_batching {{ {queue_policy} }}
-"""
 # With `allow_timeout_override`, Triton 2.51 drops a queued request whose gRPC deadline has passed, and
 # honours a request's own `timeout` below the default (measured; without it an abandoned request runs).
 QUEUE_POLICY = ("default_queue_policy { timeout_action: REJECT default_timeout_microseconds: 60000000 "
                 "allow_timeout_override: true }")
-MODEL = """\
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep({sleep_s})
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
-            if np.isnan(x).any():
-                error = pb_utils.TritonError("x holds NaN; expected finite values", pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-            else:
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x * np.float32(2) + np.float32(1))]))
-        return responses
-"""
 SLOW_S = 0.5
 DRAIN_S = 2.0
 INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"
@@ -124,12 +95,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, write_affine_model):
     repository = tmp_path_factory.mktemp("failover") / "model_repository"
-    for name, sleep_s, policy in (("affine", 0, ""), ("slow", SLOW_S, QUEUE_POLICY)):
-        (repository / name / "1").mkdir(parents=True)
-        (repository / name / "config.pbtxt").write_text(CONFIG.format(name=name, queue_policy=policy))
-        (repository / name / "1" / "model.py").write_text(MODEL.format(sleep_s=sleep_s))
+    write_affine_model(repository)
+    write_affine_model(repository, "slow", sleep_s=SLOW_S, queue_policy=QUEUE_POLICY)
     a, b = Served(repository, ["affine", "slow"]), Served(repository, ["affine"])
     try:
         with ThreadPoolExecutor(2) as pool:  # side by side: a start mostly waits on the server's loading

@@ -6,7 +6,6 @@ kubelet sends after the preStop hook) ends the server within the grace period.
 
 Only what a cluster supplies is swapped: the image (the bundled binary, and its backend folder), the
 fixed ports (free ones) and the addresses (loopback, never every interface on a test machine)."""
-import importlib.util
 import json
 import os
 import re
@@ -39,17 +38,6 @@ instance_group [ { kind: KIND_CPU count: 1 } ]
 READY_TIMEOUT_S = 60
 
 
-def _s3_fixtures():
-    """tests/s3_fixtures.py, imported by path once per process (tests/ is not importable by name)."""
-    name = "tritonize_tests_s3_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "s3_fixtures.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-s3_store = _s3_fixtures().s3_store
 
 
 def _get(url: str, headers: dict | None = None, data: bytes | None = None) -> tuple[int, bytes]:

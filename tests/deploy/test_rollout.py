@@ -11,9 +11,7 @@ requests from a few threads throughout, and `rollout` switching the replicas one
 The model is mlp's FP32 variant; a new version is the same graph with every weight scaled, so each answer
 is told apart by comparing it, row by row, with ONNX Runtime run in-process on each version's file.
 """
-import importlib.util
 import shutil
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -37,18 +35,6 @@ pytestmark = pytest.mark.server
 MODEL, THREADS = "mlp", 3
 
 
-def _s3_fixtures():
-    """tests/s3_fixtures.py, imported by path once per process (tests/ is not importable by name)."""
-    name = "tritonize_tests_s3_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "s3_fixtures.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-s3_store = _s3_fixtures().s3_store
-s3_env = _s3_fixtures().s3_env
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,8 @@
 """`tritonize publish` against a real S3-compatible store (moto on loopback): keys and bytes as the local
 repository has them, versions never overwritten, identical content skipped, bad inputs refused in one line;
 and the URL Triton reads the store from, served by the real tritonserver."""
-import importlib.util
 import json
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,19 +22,6 @@ from tritonize.serving.server import free_port  # a closed loopback port: an end
 LOCAL_FILES = {"config.pbtxt", "1/model.onnx", "1/model.py", "1/request_batching.py"}
 
 
-def _s3_fixtures():
-    """tests/s3_fixtures.py, imported by path once per process (under --import-mode=importlib tests/ is not
-    importable by name)."""
-    name = "tritonize_tests_s3_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "s3_fixtures.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-s3_store = _s3_fixtures().s3_store  # a moto S3 server on loopback, one per session
-s3_env = _s3_fixtures().s3_env  # its AWS_* variables in os.environ for one test
 
 
 @pytest.fixture(scope="module")

@@ -37,13 +37,15 @@ class TritonPythonModel:
 
 
 @contextlib.contextmanager
-def _serve_cli(repository, *flags, env=None):
-    """`tritonize serve` in a child process on free ports; yields it with the lines it printed up to
-    "Ctrl-C" (the ready message). The test stops it; a child still running at the end is killed."""
-    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
+def _serve_cli(repository, *flags, env=None, base_env=None, fixed_ports=True):
+    """`tritonize serve` in a child process on free ports (chosen here, or by serve itself with
+    `fixed_ports=False`, as replicas need); yields it with the lines it printed up to "Ctrl-C" (the ready
+    message). `env` is added to `base_env` (default: os.environ). The test stops it; a child still
+    running at the end is killed."""
+    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")] if fixed_ports else []
     proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(repository), *flags, *ports],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+                            env={**(os.environ if base_env is None else base_env), "COLUMNS": "200", **(env or {})})
     try:
         lines = []
         for line in proc.stdout:
@@ -75,3 +77,9 @@ def serve_cli(cpu_repository):
 @pytest.fixture
 def serve_tiny(tiny_repository):
     return functools.partial(_serve_cli, tiny_repository)
+
+
+@pytest.fixture
+def serve_any():
+    """`tritonize serve` in a child process, on any repository (a folder or s3://...)."""
+    return _serve_cli

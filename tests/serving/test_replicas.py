@@ -13,12 +13,9 @@ in-process on the very file the store serves, however Triton batched the request
 by the first three tests, which run in file order: each picks its victim among the replicas still live.
 """
 import contextlib
-import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -42,25 +39,6 @@ EVEN_REQUESTS, THREADS = 300, 6
 DRAIN_S = 2.0
 
 
-def _s3_fixtures():
-    """tests/s3_fixtures.py, imported by path once per process (tests/ is not importable by name)."""
-    name = "tritonize_tests_s3_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "s3_fixtures.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-s3_store = _s3_fixtures().s3_store  # a moto S3 server on loopback, one per session
-
-
-def aws_environment(store, home: Path) -> dict[str, str]:
-    """os.environ with the store's AWS_* variables and no other AWS setting of this machine."""
-    env = {k: v for k, v in os.environ.items() if k not in _s3_fixtures()._AWS_SETTINGS}
-    missing = str(home / "no-aws-config")
-    return {**env, **store.env, "AWS_CONFIG_FILE": missing, "AWS_SHARED_CREDENTIALS_FILE": missing,
-            "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +51,11 @@ def store_url(s3_store, artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("replicas")
     build_repository([get_spec("mlp")], artifacts, root / "repo", "cpu", variants={"mlp": "fp32"})
     with pytest.MonkeyPatch.context() as env:
-        for name, value in aws_environment(s3_store, root).items():
+        environ = s3_store.environ(os.environ, root)
+        for name in set(os.environ) - set(environ):
+            env.delenv(name)  # the machine's own AWS settings
+        for name, value in environ.items():
             env.setenv(name, value)
-        for name in _s3_fixtures()._AWS_SETTINGS:
-            env.delenv(name, raising=False)
         url = f"s3://{s3_store.bucket}/replicas-{uuid.uuid4().hex[:8]}/models"
         publish(root / "repo", url)
         yield url
@@ -243,30 +222,18 @@ def test_a_replica_drained_mid_load_costs_the_caller_nothing(replicas, pool, cap
 
 
 @contextlib.contextmanager
-def serve_replicas(store, url: str, endpoints_file: Path, home: Path):
+def serve_replicas(serve_any, store, url: str, endpoints_file: Path, home: Path):
     """`tritonize serve --replicas 2 --endpoints-file F` in a child process; yields it with what it printed up
     to its ready message's last line. A child still running at the end is killed."""
-    proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", url, "--replicas", "2",
-                             "--endpoints-file", str(endpoints_file), "--drain-seconds", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**aws_environment(store, home), "COLUMNS": "200"})
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
+    with serve_any(url, "--replicas", "2", "--endpoints-file", str(endpoints_file), "--drain-seconds", "1",
+                   base_env=store.environ(os.environ, home), fixed_ports=False) as (proc, lines):
         yield proc, "".join(lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
-def test_serve_replicas_writes_the_endpoints_file_and_sigterm_stops_them_all(s3_store, store_url, tmp_path):
+def test_serve_replicas_writes_the_endpoints_file_and_sigterm_stops_them_all(s3_store, store_url, tmp_path, serve_any):
     endpoints_file = tmp_path / "run" / "endpoints.json"
     endpoints_file.parent.mkdir()
-    with serve_replicas(s3_store, store_url, endpoints_file, tmp_path) as (proc, text):
+    with serve_replicas(serve_any, s3_store, store_url, endpoints_file, tmp_path) as (proc, text):
         assert endpoints_file.is_file(), text
         entries = json.loads(endpoints_file.read_text())
         assert list(endpoints_file.parent.iterdir()) == [endpoints_file]  # no temporary file left beside it
@@ -291,9 +258,9 @@ def test_serve_replicas_writes_the_endpoints_file_and_sigterm_stops_them_all(s3_
         assert not any(os.path.exists(f"/proc/{e['pid']}") for e in entries)
 
 
-def test_serve_reports_a_dead_replica_keeps_the_other_and_exits_1(s3_store, store_url, tmp_path):
+def test_serve_reports_a_dead_replica_keeps_the_other_and_exits_1(s3_store, store_url, tmp_path, serve_any):
     endpoints_file = tmp_path / "endpoints.json"
-    with serve_replicas(s3_store, store_url, endpoints_file, tmp_path) as (proc, text):
+    with serve_replicas(serve_any, s3_store, store_url, endpoints_file, tmp_path) as (proc, text):
         first, second = json.loads(endpoints_file.read_text())
         os.kill(first["pid"], signal.SIGKILL)
         report = proc.stdout.readline()  # the next thing serve says (stdout and stderr are one pipe)
