@@ -72,6 +72,30 @@ def stub_args(pid: int) -> list[str] | None:
     return args if len(args) > 8 and os.path.basename(args[0]) == STUB_NAME else None
 
 
+def end_orphaned_stubs(group: int) -> set[str]:
+    """SIGKILL the Python-backend stubs still in process group `group` (a server leads its own group): a
+    server that died without stopping them (SIGKILL, a crash) leaves them running, orphaned, each holding
+    its shared memory region. Only stubs, recognized by their command line, are signalled, so a later
+    process given the same group id is never touched. The regions they held."""
+    regions = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        except OSError:
+            continue
+        args = stub_args(int(entry)) if int(fields[2]) == group and fields[0] not in "ZX" else None
+        if args is not None:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            regions.add(args[2])  # the stub's command line names its region (see stub_args)
+    return regions
+
+
 def mapped_regions(pid: int) -> set[str]:
     """Names of the Python-backend regions process `pid` maps (tritonserver maps every stub's region)."""
     try:
@@ -131,6 +155,7 @@ def main(argv: list[str]) -> int:
             except ProcessLookupError:
                 pass
             _wait_gone(pid, start, 5.0, regions)
+    regions |= end_orphaned_stubs(pid)  # the server may have died first, leaving its stubs
     unlink_regions(regions)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -45,7 +45,7 @@ from .admin import (
     unload_model,
 )
 from .placement import Placement
-from .reaper import mapped_regions, unlink_regions
+from .reaper import end_orphaned_stubs, mapped_regions, unlink_regions
 
 HOST = "127.0.0.1"
 DEFAULT_DRAIN_S = 5.0
@@ -362,6 +362,8 @@ class TritonServer:
                         os.killpg(self.process.pid, signal.SIGKILL)
                     self.process.wait()
             code = self.process.returncode
+            # A server killed from outside (SIGKILL, a crash) leaves its stubs running, orphaned.
+            self._regions |= end_orphaned_stubs(self.process.pid)
             self.process = None
         unlink_regions(self._regions)
         self._regions = set()
