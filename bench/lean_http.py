@@ -9,6 +9,10 @@ its Content-Length, a fraction of tritonclient's CPU per request.
 
 Each response's status is checked; the first one is also parsed in full and must carry the requested
 outputs, so a run that succeeds answered the request it claims to.
+
+`RawHttpSender` is the same kept-alive socket for any other server (the peers of bench/peers.py): a
+POST of bytes encoded once, to a path, with a content type; it checks for HTTP 200 and reads the body
+by its Content-Length, so every server under one load generator costs that generator the same.
 """
 from __future__ import annotations
 
@@ -61,19 +65,21 @@ def infer_request(host: str, model: str, inputs: Sequence[tuple[str, np.ndarray,
     return head.encode() + body
 
 
-class LeanHttpSender:
-    """One kept-alive connection; calling it performs one inference and raises on any failure."""
+def _http_address(url: str, who: str) -> tuple[tuple[str, int], str]:
+    """(host, port) and the Host header of an http://host:port URL (the scheme may be left out)."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme != "http" or not parts.hostname or not parts.port:
+        raise ValueError(f"the {who} needs an http://host:port URL, got {url!r}")
+    return (parts.hostname, parts.port), parts.netloc
 
-    def __init__(self, url: str, model: str, inputs: Sequence[tuple[str, np.ndarray, str]],
-                 output_names: Sequence[str], timeout_s: float = 10.0):
-        parts = urlsplit(url if "://" in url else "http://" + url)
-        if parts.scheme != "http" or not parts.hostname or not parts.port:
-            raise ValueError(f"the lean sender needs an http://host:port URL, got {url!r}")
-        self.address, self.timeout_s = (parts.hostname, parts.port), timeout_s
-        self.output_names = list(output_names)
-        self.request = infer_request(parts.netloc, model, inputs, output_names)
+
+class _KeptAliveConnection:
+    """One kept-alive HTTP/1.1 connection that sends a request encoded once and reads the response by
+    its Content-Length; after a broken exchange the next one reconnects (its bytes may be in flight)."""
+
+    def __init__(self, address: tuple[str, int], request: bytes, timeout_s: float):
+        self.address, self.request, self.timeout_s = address, request, timeout_s
         self.sock: socket.socket | None = None
-        self.checked = False
         self._connect()
 
     def _connect(self) -> None:
@@ -81,28 +87,15 @@ class LeanHttpSender:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
 
-    def __call__(self) -> None:
-        body, header_size = self._exchange()
-        if not self.checked:
-            self._decode(body, header_size)
-            self.checked = True
-
-    def infer(self) -> dict[str, np.ndarray]:
-        """One inference with its outputs decoded (for checks; load runs call the sender itself)."""
-        return self._decode(*self._exchange())
-
-    def _exchange(self) -> tuple[bytes, int]:
-        if self.sock is None:  # the last exchange broke off: its bytes may still be in flight
+    def _send(self) -> tuple[int, dict[str, str], bytes]:
+        if self.sock is None:
             self._connect()
         try:
             self.sock.sendall(self.request)
-            status, headers, body = self._read_response()
+            return self._read_response()
         except (OSError, LeanHttpError):
             self.close()
             raise
-        if status != 200:
-            raise LeanHttpError(f"HTTP {status}: {_error_text(body)}")
-        return body, int(headers.get("inference-header-content-length", len(body)))
 
     def close(self) -> None:
         if self.sock is not None:
@@ -136,6 +129,33 @@ class LeanHttpSender:
             raise LeanHttpError(f"expected an HTTP status line, got {lines[0][:100]!r}") from None
         return status, headers, body
 
+
+class LeanHttpSender(_KeptAliveConnection):
+    """One kept-alive connection; calling it performs one inference and raises on any failure."""
+
+    def __init__(self, url: str, model: str, inputs: Sequence[tuple[str, np.ndarray, str]],
+                 output_names: Sequence[str], timeout_s: float = 10.0):
+        address, host = _http_address(url, "lean sender")
+        self.output_names = list(output_names)
+        self.checked = False
+        super().__init__(address, infer_request(host, model, inputs, output_names), timeout_s)
+
+    def __call__(self) -> None:
+        body, header_size = self._exchange()
+        if not self.checked:
+            self._decode(body, header_size)
+            self.checked = True
+
+    def infer(self) -> dict[str, np.ndarray]:
+        """One inference with its outputs decoded (for checks; load runs call the sender itself)."""
+        return self._decode(*self._exchange())
+
+    def _exchange(self) -> tuple[bytes, int]:
+        status, headers, body = self._send()
+        if status != 200:
+            raise LeanHttpError(f"HTTP {status}: {_error_text(body)}")
+        return body, int(headers.get("inference-header-content-length", len(body)))
+
     def _decode(self, body: bytes, header_size: int) -> dict[str, np.ndarray]:
         try:
             outputs = json.loads(body[:header_size])["outputs"]
@@ -166,3 +186,40 @@ def _error_text(body: bytes) -> str:
         return json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         return body[:300].decode("utf-8", "replace")
+
+
+def post_request(host: str, path: str, body: bytes, content_type: str) -> bytes:
+    """The whole HTTP/1.1 POST of `body` to `path`, kept alive (HTTP/1.1's default)."""
+    if not path.startswith("/"):
+        raise ValueError(f"expected a request path starting with '/', got {path!r}")
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class RawHttpSender(_KeptAliveConnection):
+    """One kept-alive connection that POSTs the same bytes each call and raises unless the answer is
+    HTTP 200; the first answer's size is checked against `response_size` where one is given, so a
+    run that succeeds answered with what the caller expects (one row of outputs, not an error page)."""
+
+    def __init__(self, url: str, path: str, body: bytes, content_type: str = "application/octet-stream",
+                 response_size: int | None = None, timeout_s: float = 10.0):
+        address, host = _http_address(url, "raw HTTP sender")
+        self.response_size = response_size
+        self.checked = False
+        super().__init__(address, post_request(host, path, body, content_type), timeout_s)
+
+    def __call__(self) -> None:
+        body = self.post()
+        if not self.checked:
+            if self.response_size is not None and len(body) != self.response_size:
+                raise LeanHttpError(f"expected a {self.response_size}-byte answer, got {len(body)} bytes: "
+                                    f"{body[:100]!r}")
+            self.checked = True
+
+    def post(self) -> bytes:
+        """One request; the answer's body."""
+        status, _, body = self._send()
+        if status != 200:
+            raise LeanHttpError(f"HTTP {status}: {_error_text(body)}")
+        return body

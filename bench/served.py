@@ -19,6 +19,7 @@ import tritonclient.http as httpclient
 
 from ..models.spec import ModelSpec
 from ..serving.admin import admin_headers
+from . import wrk
 from .host_cpu import busy_fractions, core_times
 from .lean_http import LeanHttpSender
 from .loadgen import LoadResult, LoadSummary, closed_loop, open_loop
@@ -27,6 +28,8 @@ from .record import Record
 TRITONCLIENTS = {"grpc": grpcclient, "http": httpclient}
 LEAN_HTTP = "http-lean"
 PROTOCOLS = (*TRITONCLIENTS, LEAN_HTTP)
+# The lean HTTP request sent by wrk (bench/wrk.py) instead of Python threads: closed loop only.
+WRK_HTTP = "http-wrk"
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
@@ -60,15 +63,15 @@ def sender_factory(protocol: str, url: str, model: str, spec: ModelSpec, batch: 
                    text: bool = False) -> Callable[[], Callable[[], None]]:
     """A factory of senders: each has its own client and a request built once (random valid inputs,
     or sentences for a text model's string input when `text`)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    if protocol not in (*PROTOCOLS, WRK_HTTP):
+        raise ValueError(f"protocol must be one of {[*PROTOCOLS, WRK_HTTP]}, got {protocol!r}")
     if text:
         inputs, tensor_specs = text_inputs(spec, batch), [spec.text.input]
     else:
         examples = spec.example_inputs(batch, seq if seq is not None else spec.default_seq(), rng)
         inputs, tensor_specs = {t.name: t.as_served(examples[t.name]) for t in spec.inputs}, spec.inputs
 
-    if protocol == LEAN_HTTP:
+    if protocol in (LEAN_HTTP, WRK_HTTP):  # wrk's request is checked by a lean sender first
         lean_inputs = [(t.name, inputs[t.name], t.wire_dtype) for t in tensor_specs]
         return lambda: LeanHttpSender(url, model, lean_inputs, spec.output_names)
     module = TRITONCLIENTS[protocol]
@@ -178,17 +181,26 @@ def run_load(grpc_url: str, url: str, protocol: str, model: str, spec: ModelSpec
     """One bounded load run on `model` with the server's breakdown (read from `grpc_url` with the
     server's `admin_key`) and how busy each core of the host was (over the run, its warm-up included)."""
     make = sender_factory(protocol, url, model, spec, batch, text=text)
+    if protocol == WRK_HTTP and mode != "closed":
+        raise ValueError(f"wrk runs closed loops only, got mode {mode!r}")
     before = model_statistics(grpc_url, model, admin_key)
     cores_before = core_times()
-    if mode == "closed":
+    if protocol == WRK_HTTP:
+        check = make()  # the request wrk sends, answered once in full and checked
+        check.infer()
+        check.close()
+        summary = wrk.closed_loop(wrk.from_raw_http(url, check.request), int(level), duration_s)
+        answered = summary.sent + 1
+    elif mode == "closed":
         result: LoadResult = closed_loop(make, int(level), duration_s, max_requests, warmup_requests)
+        summary, answered = result.summary(), result.ok + warmup_requests * int(level)
     elif mode == "open":
         result = open_loop(make, level, duration_s, max_requests)
+        summary, answered = result.summary(), result.ok
     else:
         raise ValueError(f"mode must be 'closed' or 'open', got {mode!r}")
     cores_busy = busy_fractions(cores_before, core_times())
-    warmup = warmup_requests * int(level) if mode == "closed" else 0
-    after = settled_statistics(grpc_url, model, before.success_count + result.ok + warmup, admin_key=admin_key)
-    return ServedRow(**vars(result.summary()), model=model, protocol=protocol, batch=batch,
-                     infer_per_s=result.throughput_rps * batch, server=server_breakdown(before, after),
+    after = settled_statistics(grpc_url, model, before.success_count + answered, admin_key=admin_key)
+    return ServedRow(**vars(summary), model=model, protocol=protocol, batch=batch,
+                     infer_per_s=summary.throughput_rps * batch, server=server_breakdown(before, after),
                      cores_busy=cores_busy)
