@@ -35,6 +35,7 @@ PARITY_FILE = "parity.json"  # export's check against PyTorch
 VARIANTS_DIR = "variants"  # artifacts/<model>/variants/<variant>/model.onnx: optimize's variants
 VARIANTS = ("fp32", "ort_opt", "int8", "int8_static")  # the ONNX variants optimize can build, by folder name
 CHOICE_FILE = "choice.json"  # optimize's pick among the variants, and why
+TUNING_FILE = "tuning.json"  # <artifacts>/tuning.json: the batching sweep's measured settings, by model
 ENGINE_FILE = "model.plan"  # a TensorRT engine
 ENGINE_INFO = "engine.json"  # how that engine was built
 INDEX_FILE = "repository.json"  # a generated model repository's index: what each model serves

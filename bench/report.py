@@ -115,17 +115,7 @@ def markdown(results: SuiteResults) -> str:
     if results.perf_analyzer:
         parts += perf_analyzer_section(results.perf_analyzer, served)
     if results.sweep:
-        s = results.sweep
-        best = s.best
-        parts += [f"## Dynamic-batching sweep: {s.model} (p99 budget {s.p99_budget_ms:g} ms, concurrency "
-                  f"{s.concurrency}, {s.protocol})",
-                  table(["max_queue_delay_us", "instances", "preferred", "req/s", "p99 ms", "within budget"],
-                        [[c.max_queue_delay_us, c.instance_count, c.preferred_batch_sizes, f"{c.throughput_rps:.0f}",
-                          f"{c.p99_ms:.3f}", "yes" if c.within_budget else "no"] for c in s.configs]),
-                  "Best within budget: " + (f"max_queue_delay_us {best.max_queue_delay_us}, {best.instance_count} "
-                                            f"instances, preferred batch sizes {best.preferred_batch_sizes or 'none'} "
-                                            f"({best.throughput_rps:.0f} req/s)" if best else "none")
-                  + (f"; written to {s.written_to}" if s.written_to else "")]
+        parts += sweep_section(results.sweep)
     if results.skipped:
         by_reason: dict[str, list[str]] = {}
         for what, why in sorted(results.skipped.items()):
@@ -161,3 +151,34 @@ def write_report(results: SuiteResults, folder: Path) -> list[str]:
     (folder / SUMMARY_FILE).write_text(markdown(results))
     write_csv(folder / CSV_FILE, results.served)
     return [RESULTS_FILE, SUMMARY_FILE, CSV_FILE, *plots(results, folder)]
+
+
+def sweep_section(s) -> list[str]:
+    """The sweep's table: each config's top-level run, and for the finalists every level side by side."""
+    top = max(s.levels)
+    finalists = [c for c in s.configs if c.finalist]
+    best = s.best
+    return [
+        f"## Dynamic-batching sweep: {s.model} ({s.describe()})",
+        "Every config at the top level, then the finalists (the served config among them) at every level in "
+        "turns; a finalist may not fall more than 10% below the served config at a lower level.",
+        table(["delay us", "instances", "preferred", "max batch", f"c{top} req/s", "p99 ms", "mean batch", "verdict"],
+              [[c.max_queue_delay_us, c.instance_count, c.preferred_batch_sizes or "none", c.max_batch_size,
+                f"{c.top.throughput_rps:.0f}", f"{c.top.p99_ms:.3f}", number(c.top.mean_batch, ".2f"),
+                ("served: " if c.served else "") + c.verdict] for c in s.configs]),
+        table(["config", *[f"c{lv} req/s (mean batch)" for lv in s.levels], *[f"c{lv} p99 ms" for lv in s.levels]],
+              [[f"delay {c.max_queue_delay_us}, {c.instance_count} inst, pref {c.preferred_batch_sizes or 'none'}, "
+                f"max {c.max_batch_size}" + (" (served)" if c.served else ""),
+                *[f"{c.throughput_at(lv):.0f} ({fmean_batch(c, lv)})" for lv in s.levels],
+                *[f"{max(r.p99_ms for r in c.at(lv)):.3f}" for lv in s.levels]] for c in finalists]),
+        "Winner: " + (f"delay {best.max_queue_delay_us} us, {best.instance_count} instances, preferred batch sizes "
+                      f"{best.preferred_batch_sizes or 'none'}, max batch {best.max_batch_size} "
+                      f"({best.throughput_at(top):.0f} req/s at c{top}, against {s.baseline.throughput_at(top):.0f} "
+                      f"served)" if best else "none within the budget")
+        + (f"; recorded in {s.tuning_file}" if s.tuning_file else "")
+        + (f"; written to {s.written_to}" if s.written_to else "")]
+
+
+def fmean_batch(c, level: int) -> str:
+    runs = c.at(level)
+    return number(sum(r.mean_batch for r in runs) / len(runs), ".2f")

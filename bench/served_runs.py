@@ -5,15 +5,19 @@
   generator costs little), then one open-loop (Poisson) run at half the single-client capacity;
 - a text model as its users call it: sentences through `<model>_text`, tokenized on the server;
 - optionally the dynamic-batching sweep (Model Analyzer style) of one model, its p99 budget the
-  user's p99 SLO where one was given;
+  user's p99 SLO where one was given, its winner recorded for `tritonize repo --tune`;
 - perf_analyzer on the same models, levels and request tensors, where a binary is found.
 Each step reports to the progress, each part that cannot run says why in the results.
 """
 from __future__ import annotations
 
+import datetime
+import os
 from pathlib import Path
 
+from ..artifacts import TUNING_FILE
 from ..model_repository.config import TEXT_SUFFIX
+from ..model_repository.tuning import Tuning, record_tuning
 from ..models import get_spec
 from ..serving.server import TritonServer
 from . import perf_analyzer
@@ -21,7 +25,7 @@ from .options import SuiteOptions
 from .progress import Progress
 from .results import SuiteResults
 from .served import ServedRow, endpoint, run_load
-from .sweep import DEFAULT_P99_BUDGET_MS, batching_sweep, grid_size, write_back
+from .sweep import DEFAULT_GRID, DEFAULT_P99_BUDGET_MS, SweepGrid, batching_sweep, grid_size, write_back
 
 
 def run_count(served: list[str], opts: SuiteOptions) -> int:
@@ -64,20 +68,28 @@ def served_rows(server: TritonServer, served: list[str], opts: SuiteOptions, pro
         progress.advance(_done(results.served[-1]))
 
 
-def sweep(server: TritonServer, repo: Path, opts: SuiteOptions, progress: Progress, results: SuiteResults) -> None:
-    """The dynamic-batching sweep of `opts.sweep_model`, its best config written back where asked."""
+def sweep(server: TritonServer, repo: Path, opts: SuiteOptions, progress: Progress, results: SuiteResults,
+          grid: SweepGrid = DEFAULT_GRID) -> None:
+    """The dynamic-batching sweep of `opts.sweep_model`: its winner recorded in the artifacts' tuning
+    file (for `tritonize repo --tune`) and written into a repository's config where asked."""
     if opts.sweep_model is None:
         results.skip("dynamic-batching sweep", "not requested (`tritonize bench --sweep MODEL`)")
         return
-    progress.stage(f"dynamic-batching sweep of {opts.sweep_model}", grid_size())
+    progress.stage(f"dynamic-batching sweep of {opts.sweep_model}", grid_size(grid))
     p99 = opts.slo("p99_ms")
-    results.sweep = batching_sweep(
-        server, repo, get_spec(opts.sweep_model), duration_s=opts.duration_s,
+    results.sweep = s = batching_sweep(
+        server, repo, get_spec(opts.sweep_model), duration_s=opts.duration_s, grid=grid,
         p99_budget_ms=p99.value if p99 else DEFAULT_P99_BUDGET_MS,
-        measured=lambda c: progress.advance(f"delay {c.max_queue_delay_us} us, {c.instance_count} instances, "
-                                            f"preferred {c.preferred_batch_sizes}: {c.throughput_rps:.0f} req/s"))
-    if opts.sweep_write_back and results.sweep.best:
-        results.sweep.written_to = str(write_back(opts.sweep_write_back, opts.sweep_model, results.sweep.best))
+        measured=lambda c, r: progress.advance(
+            f"c{r.level}: delay {c.max_queue_delay_us} us, {c.instance_count} instances, preferred "
+            f"{c.preferred_batch_sizes or 'none'}, max batch {c.max_batch_size}: {r.throughput_rps:.0f} req/s"))
+    if s.best is None:
+        return
+    measured = f"{s.describe()}; {os.cpu_count()} cores; {datetime.date.today().isoformat()}"
+    s.tuning_file = str(record_tuning(opts.artifacts / TUNING_FILE, Tuning(
+        model=s.model, settings=s.best.settings(), measured=measured, throughput_rps=s.best.throughput_at(max(s.levels)))))
+    if opts.sweep_write_back:
+        s.written_to = str(write_back(opts.sweep_write_back, opts.sweep_model, s.best.settings()))
 
 
 def perf_analyzer_rows(server: TritonServer, served: list[str], opts: SuiteOptions, work: Path, progress: Progress,

@@ -34,6 +34,7 @@ from .config import (
     build_tokenizer_config,
     to_pbtxt,
 )
+from .tuning import Tuning, apply_tuning
 
 BACKENDS = Path(__file__).parent / "backends"
 
@@ -118,11 +119,13 @@ def _noop_model(spec: ModelSpec, version_dir: Path) -> tuple[dict, dict]:
 
 
 def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAULT_REPOSITORY, target: str = "cpu",
-                     version: int = 1, noop_baselines: bool = False, variants: dict[str, str] | None = None) -> dict:
+                     version: int = 1, noop_baselines: bool = False, variants: dict[str, str] | None = None,
+                     tunings: dict[str, Tuning] | None = None) -> dict:
     """Write the repository; `noop_baselines` adds `<model>_noop`, the same config served by a model
     that does nothing, for the benchmarks' floor. `variants` overrides `optimize`'s pick per model
-    (CPU target), e.g. {"minilm": "fp32"}."""
-    variants = variants or {}
+    (CPU target), e.g. {"minilm": "fp32"}. `tunings` (model_repository/tuning.py) replace the batching
+    settings of the models they name (CPU target: they are measured on the CPU server)."""
+    variants, tunings = variants or {}, tunings or {}
     by_name = {s.name: s for s in specs}
     unknown = set(variants) - set(by_name)
     if unknown:
@@ -132,11 +135,15 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
             raise ValueError(f"model {name!r}: a variant can only be chosen for ONNX models on the cpu target")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    if tunings and target != "cpu":
+        raise ValueError(f"tunings are measured on the CPU server and apply to the cpu target, got target {target!r} "
+                         f"(a GPU's batching behaves differently: build the gpu repository without --tune)")
     if not specs:
         raise ValueError("no models to put in the repository")
     index = {"target": target, "version": version, "models": {}}
     with atomic_dir(out, marker=INDEX_FILE) as tmp:
         for spec in specs:
+            spec = apply_tuning(spec, tunings.get(spec.name))
             # A variant (custom kernels) is served from the artifacts of the model it is a variant of.
             manifest = load_manifest(artifacts, get_spec(spec.base_model) if spec.base_model else spec)
             version_dir = tmp / spec.name / str(version)
@@ -150,6 +157,8 @@ def build_repository(specs: list[ModelSpec], artifacts: Path, out: Path = DEFAUL
             (tmp / spec.name / "config.pbtxt").write_text(to_pbtxt(config))
             index["models"][spec.name] = {**info, "spec_fingerprint": manifest["spec_fingerprint"],
                                           "artifact_onnx_sha256": manifest["files"][ONNX_FILE]}
+            if spec.name in tunings:
+                index["models"][spec.name]["tuning"] = tunings[spec.name].measured
             if spec.text is not None:
                 index["models"].update(_text_frontend(spec, tmp, version, target))
             if noop_baselines:

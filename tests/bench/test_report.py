@@ -18,7 +18,7 @@ from tritonize.bench.report import markdown
 from tritonize.bench.results import SuiteResults
 from tritonize.bench.slo import judge
 from tritonize.bench.suite import Slo, SuiteOptions, parse_slo, run_suite
-from tritonize.bench.sweep import SweepConfig, SweepResult
+from tritonize.bench.sweep import LevelRun, SweepConfig, SweepResult
 from tritonize.bench.turns import FLOOR_BLOCK, PooledLevel
 from tritonize.serving.idle import poll_idle_unavailable
 from tritonize.serving.placement import available_cpus
@@ -141,10 +141,12 @@ def test_the_results_read_back_as_they_were_written(tiny_run):
 def test_every_part_of_the_results_survives_the_round_trip():
     opts = SuiteOptions(models=["mlp", "cnn"], artifacts=Path("a"), slos=(Slo("p99_ms", 2.0),), project=True,
                         sweep_model="cnn", sweep_write_back=Path("repo"))
-    config = SweepConfig(max_queue_delay_us=200, instance_count=2, preferred_batch_sizes=[4, 8], throughput_rps=900.0,
-                         p99_ms=3.5, errors=0, mean_batch=3.9, within_budget=True)
-    results = _results(opts, sweep=SweepResult(model="cnn", protocol="http-lean", concurrency=8, p99_budget_ms=2.0,
-                                               configs=[config], best=config, written_to="repo/cnn/config.pbtxt"),
+    config = SweepConfig(max_queue_delay_us=200, instance_count=2, preferred_batch_sizes=[4, 8], max_batch_size=32,
+                         served=True, runs=[LevelRun(level=8, throughput_rps=900.0, p50_ms=1.0, p99_ms=3.5, errors=0,
+                                                     mean_batch=3.9)], within_budget=True, verdict="winner")
+    results = _results(opts, sweep=SweepResult(model="cnn", protocol="http-lean", levels=[8], p99_budget_ms=2.0,
+                                               configs=[config], best=config, written_to="repo/cnn/config.pbtxt",
+                                               tuning_file="a/tuning.json"),
                        project=ProjectResults(floors=[_floor("split", "default", 0.4, 0.35)],
                                               scaling=[_scaling("grpc", "default", 2000, 6200)]),
                        skipped={"dynamic-batching sweep": "why"})

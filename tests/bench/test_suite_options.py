@@ -8,8 +8,8 @@ import pytest
 from tritonize.bench.suite import Slo, SuiteOptions, check_options, check_results_root, parse_slo, parse_slos
 from tritonize.bench.sweep import BatchingSettings, write_back
 from tritonize.cli import main
-from tritonize.models.registry import UnknownModelError
 from tritonize.model_repository.config import parse_pbtxt
+from tritonize.models.registry import UnknownModelError
 
 MLP_CONFIG = 'name: "mlp"\nmax_batch_size: 64\ninstance_group { count: 1 kind: KIND_CPU }\n'
 
@@ -70,7 +70,7 @@ def test_a_write_back_repository_without_a_usable_config_is_refused(tmp_path, te
         check_options(_options(sweep_model="mlp", sweep_write_back=repo))
     assert message in str(e.value)
     with pytest.raises(ValueError):
-        write_back(repo, "mlp", BatchingSettings(max_queue_delay_us=100, instance_count=2, preferred_batch_sizes=[]))
+        write_back(repo, "mlp", BatchingSettings(max_queue_delay_us=100, instance_count=2, preferred_batch_sizes=(), max_batch_size=8))
     if text is not None:
         assert (repo / "mlp" / "config.pbtxt").read_text() == text  # left as it was
     assert not (repo / "mlp").exists() or [p.name for p in (repo / "mlp").iterdir()] == ["config.pbtxt"]
@@ -78,9 +78,10 @@ def test_a_write_back_repository_without_a_usable_config_is_refused(tmp_path, te
 
 def test_write_back_adds_batching_to_a_config_without_it(tmp_path):
     path = write_back(_repo(tmp_path), "mlp", BatchingSettings(max_queue_delay_us=100, instance_count=2,
-                                                               preferred_batch_sizes=[4]))
+                                                               preferred_batch_sizes=(4,), max_batch_size=32))
     config = parse_pbtxt(path.read_text())
     assert config.dynamic_batching.max_queue_delay_microseconds == 100 and config.instance_group[0].count == 2
+    assert config.max_batch_size == 32 and list(config.dynamic_batching.preferred_batch_size) == [4]
 
 
 def test_the_command_line_fails_at_once_with_the_reason(tmp_path, capsys):
