@@ -10,6 +10,8 @@ and a NaN row through a statically quantized graph comes out as finite logits, s
 Only numpy is needed, so the folder also runs in NVIDIA's Triton container.
 """
 import json
+import os
+import time
 
 import numpy as np
 
@@ -223,3 +225,56 @@ def _run_one(request, input_names, output_names, run, pb_utils, checks):
     except Exception as e:  # noqa: BLE001
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(e).__name__}: {e}"))
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, o) for n, o in zip(output_names, outputs)])
+
+
+
+class StepTimings:
+    """Per `execute` call, when its steps ended (time.monotonic_ns: CLOCK_MONOTONIC, the clock of Triton's
+    trace timestamps, so bench/stages.py places them between the server's own): [requests in the call,
+    start, inputs read, inputs checked, model run, responses built]. A call of several requests is run
+    by run_batched and has only its start and end (None between). At most `limit` calls are kept;
+    `write()` puts them in `path` as JSON (temporary file, then rename)."""
+
+    STEPS = ("start", "inputs", "checks", "run", "end")
+
+    def __init__(self, path, limit=100_000):
+        self.path, self.limit, self.calls = path, limit, []
+
+    def add(self, call):
+        if len(self.calls) < self.limit:
+            self.calls.append(call)
+
+    def write(self):
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"clock": "CLOCK_MONOTONIC", "steps": ["requests", *self.STEPS], "calls": self.calls}, f)
+        os.replace(tmp, self.path)
+
+
+def run_timed(requests, input_names, output_names, run, pb_utils, checks, timings, clock=time.monotonic_ns):
+    """`run_batched` with its steps timed into `timings` (a StepTimings). A lone request takes the same
+    steps as _run_one, with a clock reading after each; several are run by run_batched, timed as a whole."""
+    start = clock()
+    if len(requests) != 1:
+        responses = run_batched(requests, input_names, output_names, run, pb_utils, checks)
+        timings.add([len(requests), start, None, None, None, clock()])
+        return responses
+    t = [1, start, None, None, None, None]
+    try:
+        inputs = _inputs(requests[0], input_names, pb_utils)
+        t[2] = clock()
+        if checks is not None:
+            checks(inputs)
+        t[3] = clock()
+        outputs = run(inputs)
+        t[4] = clock()
+    except BadRequest as e:
+        response = pb_utils.InferenceResponse(error=invalid_arg(pb_utils, str(e)))
+    except Exception as e:  # noqa: BLE001
+        response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(e).__name__}: {e}"))
+    else:
+        tensors = [pb_utils.Tensor(n, o) for n, o in zip(output_names, outputs)]
+        response = pb_utils.InferenceResponse(output_tensors=tensors)
+    t[5] = clock()
+    timings.add(t)
+    return [response]

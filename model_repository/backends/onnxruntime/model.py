@@ -7,6 +7,9 @@ run comes from the config's `parameters`:
   allow_spinning    "1" lets ORT's threads spin-wait for work (default "0": on a small machine a
                     spinning pool steals the cores the server and its clients need)
   input_checks      what to check in each request before running it (JSON; see request_batching.py)
+  stage_timings     a file path: each `execute` call's steps are timed (request_batching.run_timed) and
+                    written there as JSON when the model is unloaded (default "": off, and nothing is
+                    timed: `execute` is then the plain method). bench/stages.py sets it.
 It needs only numpy, onnxruntime and request_batching.py (copied beside it), so the folder also runs in NVIDIA's Triton container.
 """
 import json
@@ -14,7 +17,7 @@ import os
 
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from request_batching import read_checks, run_batched
+from request_batching import StepTimings, read_checks, run_batched, run_timed
 
 
 class TritonPythonModel:
@@ -38,12 +41,22 @@ class TritonPythonModel:
         # What Triton cannot check against the config (token ids in the vocabulary, sequence lengths,
         # masks, finite floats); a request failing it gets INVALID_ARG and never reaches the model.
         self.checks = read_checks(config)
+        # Stage timings for bench/stages.py. Off, the class's own `execute` runs and nothing is timed; on,
+        # this instance's `execute` is the timed one (the stub looks the method up on the instance).
+        self.timings = StepTimings(params["stage_timings"]) if params.get("stage_timings") else None
+        if self.timings is not None:
+            self.execute = self._timed_execute
 
     def execute(self, requests):
         return run_batched(requests, self.input_names, self.output_names, self._run, pb_utils, self.checks)
+
+    def _timed_execute(self, requests):
+        return run_timed(requests, self.input_names, self.output_names, self._run, pb_utils, self.checks, self.timings)
 
     def _run(self, inputs):
         return self._run_session(self.output_names, dict(zip(self.input_names, inputs)), None)
 
     def finalize(self):
+        if self.timings is not None:
+            self.timings.write()
         self.session = self._run_session = None
