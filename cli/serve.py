@@ -86,6 +86,10 @@ def register(sub) -> None:
     p.add_argument("--stubs-alone", action="store_true",
                    help="with the two above: only the Python-backend stubs on --instance-cpus, their instance threads "
                         "with the server (each stub keeps its caches, and every request crosses cores)")
+    p.add_argument("--memory-bound", action="store_true",
+                   help="keep the server's memory at its baseline after oversized requests (glibc maps large blocks "
+                        "and trims its heap; Kubernetes pods always do): costs 0.6-0.8x the throughput where batches "
+                        "form, so it is off by default")
     p.add_argument("--poll-idle", action="store_true",
                    help="while serving, keep idle cores polling instead of halting (a PM QoS CPU latency request of "
                         "0 us, released on exit; needs write access to /dev/cpu_dma_latency): cheaper wake-ups per "
@@ -193,7 +197,8 @@ def _run_one(args, key, key_where, write_key_to, placement) -> int:
     ports = {f"{kind}_port": DEFAULT_PORTS[kind] if port is None else port for kind, port in given.items()}
     server = TritonServer(args.repo, args.models or None, **ports, binary=args.server,
                           ready_timeout_s=args.timeout, placement=placement, admin_key=key,
-                          drain_s=args.drain_seconds, stop_timeout_s=max(30.0, args.drain_seconds + 30.0))
+                          drain_s=args.drain_seconds, stop_timeout_s=max(30.0, args.drain_seconds + 30.0),
+                          memory_bound=args.memory_bound)
     host = contextlib.ExitStack()
     health = None
     endpoints_file = None
@@ -266,7 +271,7 @@ def _run_replicas(args, key, key_where, write_key_to, placement) -> int:
     replicas = Replicas(args.repo, args.replicas, args.models or None, admin_key=key,
                         health_interval_s=args.health_interval, report=_health_line, binary=args.server,
                         ready_timeout_s=args.timeout, placement=placement, drain_s=args.drain_seconds,
-                        stop_timeout_s=max(30.0, args.drain_seconds + 30.0))
+                        stop_timeout_s=max(30.0, args.drain_seconds + 30.0), memory_bound=args.memory_bound)
     host = contextlib.ExitStack()
     endpoints_file = None
     with _stop_on_signals() as (stop, caught):

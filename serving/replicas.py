@@ -109,7 +109,8 @@ class Replicas:
                  admin_key: str | None = None, health_interval_s: float = DEFAULT_INTERVAL_S,
                  report: Callable[[str], None] | None = None, binary: str | os.PathLike | None = None,
                  ready_timeout_s: float = 120.0, stop_timeout_s: float = 30.0, drain_s: float = DEFAULT_DRAIN_S,
-                 placement: Placement | None = None, log_verbose: int = 0, extra_args: list[str] | None = None):
+                 placement: Placement | None = None, log_verbose: int = 0, extra_args: list[str] | None = None,
+                 memory_bound: bool = False):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count: expected a number of replicas >= 1, got {count!r}")
         if not health_interval_s >= 0:
@@ -119,7 +120,8 @@ class Replicas:
         self.report = report
         ports = distinct_free_ports(PORTS_PER_SERVER * count)
         options = dict(binary=binary, ready_timeout_s=ready_timeout_s, stop_timeout_s=stop_timeout_s, drain_s=drain_s,
-                       placement=placement, log_verbose=log_verbose, extra_args=extra_args, admin_key=self.admin_key)
+                       placement=placement, log_verbose=log_verbose, extra_args=extra_args, admin_key=self.admin_key,
+                       memory_bound=memory_bound)
         self.servers: list[TritonServer] = []
         for i in range(count):
             http, grpc, metrics = ports[PORTS_PER_SERVER * i:PORTS_PER_SERVER * (i + 1)]

@@ -126,19 +126,21 @@ def check_port_free(port: int, what: str) -> None:
             raise ServerError(f"{what} port {port} on {HOST} is in use ({e.strerror}); pick another with --{what}-port") from None
 
 
-# Oversized requests must not keep the server's memory. With its defaults, tritonserver 2.51 kept
-# request objects of its gRPC front end for reuse, buffers included, and glibc kept the freed heap:
-# refused 205 MB requests left it at ~1 GiB, for good (tests/serving/test_memory.py). Both are needed:
-# no pool (a pool of 8 kept ~1 GiB whatever malloc does), and glibc mapping blocks of 64 KiB and more
-# on their own and trimming its heap past 128 KiB (the pool alone left 140-300 MiB; with both it came
-# back within 2 MiB of its baseline). The cost: a few percent of p50 on tiny requests (the MLP over gRPC,
-# side by side: 672-682 us without, 700-730 us with). Kubernetes pods get the same (deploy/).
+# Oversized requests and the server's memory. With its defaults, tritonserver 2.51 kept request objects
+# of its gRPC front end for reuse, buffers included: refused 205 MB requests left it at ~1 GiB, for good.
+# The pool is always off (MEMORY_BOUND_ARGS: it costs nothing measurable). glibc still keeps part of the
+# freed heap: measured, 43 MiB grew to 187 MiB after 4 such requests and 254 MiB after 12 (the growth
+# slowing). `memory_bound=True` (`serve --memory-bound`, and every Kubernetes pod, deploy/, where a memory
+# limit turns growth into an OOM kill) also has glibc map blocks of 64 KiB and more on their own and trim
+# its heap past 128 KiB: the server then stays within 2 MiB of its baseline (tests/serving/test_memory.py).
+# It is not the default because it costs throughput wherever batches form: measured side by side with wrk
+# on the MLP, 0.7-0.8x the requests/s at 8 clients and 0.6-0.7x at 32 (docs/tuning.md).
 MEMORY_BOUND_ARGS = ("--grpc-infer-allocation-pool-size=0",)
 MEMORY_BOUND_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
-def _server_env() -> dict[str, str]:
-    env = {**MEMORY_BOUND_ENV, **os.environ}  # a user's own malloc settings win
+def _server_env(memory_bound: bool = False) -> dict[str, str]:
+    env = {**(MEMORY_BOUND_ENV if memory_bound else {}), **os.environ}  # a user's own malloc settings win
     env.pop(ADMIN_KEY_ENV, None)  # the server has its key on its command line; its models need not see it
     # The Python backend stub finds its environment through `python3` on PATH (it ignores PYTHONPATH),
     # so this interpreter's bin folder goes first; and it should load this interpreter's libpython.
@@ -180,7 +182,7 @@ class TritonServer:
                  binary: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
                  stop_timeout_s: float = 30.0, log_verbose: int = 0, extra_args: list[str] | None = None,
                  placement: Placement | None = None, admin_key: str | None = None,
-                 drain_s: float = DEFAULT_DRAIN_S):
+                 drain_s: float = DEFAULT_DRAIN_S, memory_bound: bool = False):
         if str(repository).startswith("s3://"):
             # A repository in object storage (`tritonize publish`): Triton reads it itself, credentials from the
             # AWS environment, the endpoint written into the URL; the models to load come from the store's index.
@@ -215,6 +217,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.extra_args = extra_args or []
         self.placement = placement
+        self.memory_bound = memory_bound  # see MEMORY_BOUND_ENV
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
         self.log_path: Path | None = None
@@ -263,7 +266,7 @@ class TritonServer:
             # Its own session: a Ctrl-C in the terminal reaches us, and we drain the server; a group
             # kill of the server reaches its stubs too.
             self.process = lifecycle.spawn(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
-                                           env=_server_env(), start_new_session=True,
+                                           env=_server_env(self.memory_bound), start_new_session=True,
                                            preexec_fn=lifecycle.parent_death_preexec(self._child_setup()))
         lifecycle.close_at_exit(self)
         try:

@@ -1,4 +1,6 @@
 """The TensorRT stage: everything but the build runs here; the build runs where TensorRT and a GPU are."""
+import dataclasses
+
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -35,7 +37,9 @@ def test_profiles_cover_every_shape_the_model_is_served_at(name):
 
 def test_profile_optimum_is_the_largest_preferred_batch():
     spec = get_spec("cnn")
-    assert profile_shapes(spec)["x"][1][0] == max(spec.serving.preferred_batch_sizes)
+    preferred = dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, preferred_batch_sizes=(4, 8)))
+    assert profile_shapes(preferred)["x"][1][0] == 8
+    assert profile_shapes(spec)["x"][1][0] == spec.serving.max_batch_size // 2  # none preferred: half the max
     assert parity_shapes(get_spec("transformer")) == [(1, 1), (16, 17), (32, 128)]
 
 
