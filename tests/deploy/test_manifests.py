@@ -249,7 +249,7 @@ def test_the_cpu_image_adds_what_the_runners_import_in_the_ranges_pyproject_give
     for requirement in RUNNER_REQUIREMENTS:
         assert requirement in deps and f'"{requirement}"' in text
     # The runners import nothing else outside the standard library and Triton's own module.
-    allowed = {"json", "os", "importlib", "numpy", "onnxruntime", "tokenizers", "triton_python_backend_utils",
+    allowed = {"json", "os", "time", "importlib", "numpy", "onnxruntime", "tokenizers", "triton_python_backend_utils",
                "request_batching", "tritonize"}
     runners = ROOT / "model_repository" / "backends"
     # The runners, and models/tokenization.py, which a repository copies beside the tokenizer runner.
