@@ -14,6 +14,7 @@ from .plots import plots
 from .provenance import IdlePolicy
 from .results import SuiteResults
 from .served import ServedRow
+from .sweep import LOWER_LEVEL_TOLERANCE
 from .tables import cores, number, table
 
 CSV_FILE = "served_perf_analyzer.csv"
@@ -161,7 +162,7 @@ def sweep_section(s) -> list[str]:
     return [
         f"## Dynamic-batching sweep: {s.model} ({s.describe()})",
         "Every config at the top level, then the finalists (the served config among them) at every level in "
-        "turns; a finalist may not fall more than 10% below the served config at a lower level.",
+        f"turns; a finalist may not fall more than {LOWER_LEVEL_TOLERANCE:.0%} below the served config at a lower level.",
         table(["delay us", "instances", "preferred", "max batch", f"c{top} req/s", "p99 ms", "mean batch", "verdict"],
               [[c.max_queue_delay_us, c.instance_count, c.preferred_batch_sizes or "none", c.max_batch_size,
                 f"{c.top.throughput_rps:.0f}", f"{c.top.p99_ms:.3f}", number(c.top.mean_batch, ".2f"),

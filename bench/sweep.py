@@ -248,15 +248,14 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, duration_s: flo
         passing = sorted((c for c in configs[1:] if not _over_budget(c, p99_budget_ms)
                           and c.throughput_at(low) >= (1 - SCREEN_TOLERANCE) * baseline.throughput_at(low)),
                          key=lambda c: -c.top.throughput_rps)
-        finalists = []
-        # Phase 2, a group of finalists at a time: when none of a group qualifies (more instances than
-        # cores, say, win at the top and lose a lone client), the next best are tried, up to max_groups.
+        # Phase 2, a group of finalists at a time, the baseline beside each: when none of a group qualifies
+        # (more instances than cores, say, win at the top and lose a lone client), the next best are
+        # tried, up to max_groups. With nothing passing phase 1, the baseline runs alone.
         for group in range(grid.max_groups):
             candidates = passing[group * grid.finalists:(group + 1) * grid.finalists]
-            if not candidates:
+            if group and not candidates:
                 break
             turn = [baseline, *candidates]
-            finalists += turn if group == 0 else candidates
             for c in turn:
                 c.finalist = True
             for _, level in itertools.product(range(grid.rounds), levels):  # side by side, in turns
@@ -265,12 +264,6 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, duration_s: flo
                     run(c, level)
             if any(not _qualifies(c, baseline, grid, p99_budget_ms) for c in candidates):
                 break
-        if not finalists:
-            finalists = [baseline]
-            baseline.finalist = True
-            for _, level in itertools.product(range(grid.rounds), levels):
-                _load(client, spec.name, _with(base, baseline.settings()), server.admin_key)
-                run(baseline, level)
     finally:
         _load(client, spec.name, base, server.admin_key)
     for c in configs:
@@ -278,7 +271,7 @@ def batching_sweep(server, repository: Path, spec: ModelSpec, *, duration_s: flo
         if not c.finalist:
             c.verdict = "not a finalist: " + _screened_out(c, baseline, grid, p99_budget_ms)
     qualified = []
-    for c in finalists:
+    for c in (c for c in configs if c.finalist):
         c.verdict = _qualifies(c, baseline, grid, p99_budget_ms)
         if not c.verdict:
             qualified.append(c)

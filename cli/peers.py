@@ -10,6 +10,7 @@ from .common import CliError, console, out
 
 SERVER_NAMES = ("tritonize", "mosec-batched", "mosec-unbatched", "litserve", "litserve-batched")  # bench/peers.py
 
+
 def register(sub) -> None:
     p = sub.add_parser("peers", help="tritonize beside Mosec and LitServe on the same ONNX files, one load generator")
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"], metavar="MODEL",
@@ -30,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "peers",
                    help="folder for peers.json and peers.md (default: %(default)s)")
     p.set_defaults(func=run)
+
 
 def run(args) -> int:
     from rich.markdown import Markdown

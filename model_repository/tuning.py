@@ -109,7 +109,7 @@ def read_tunings(path: Path) -> dict[str, Tuning]:
 def record_tuning(path: Path, tuning: Tuning) -> Path:
     """Put `tuning` into the file at `path` (other models' entries kept), atomically."""
     path = Path(path)
-    models = {name: t for name, t in read_tunings(path).items()} if path.exists() else {}
+    models = read_tunings(path) if path.exists() else {}
     models[tuning.model] = tuning
     data = {"format": FORMAT, "models": {
         name: {"settings": {**dataclasses.asdict(t.settings), "preferred_batch_sizes": list(t.settings.preferred_batch_sizes)},
