@@ -77,6 +77,7 @@ class PeerResults(Record):
     versions: dict[str, str]  # what each peer venv pinned, and tritonize's onnxruntime and numpy
     onnx_sha256: dict[str, str]  # the one file every server served, per model
     load_generator: str = "python"  # "wrk" (bench/wrk.py) or "python" (bench/loadgen.py's closed loop)
+    threads: dict[str, str] = field(default_factory=dict)  # "tritonize" (per model) and "peers": ONNX Runtime threads
     checks: list[AnswerCheck] = field(default_factory=list)
     rows: list[PeerRow] = field(default_factory=list)
     summary: list[PeerSummary] = field(default_factory=list)
@@ -147,6 +148,8 @@ def markdown(results: PeerResults) -> str:
              f"(rtol {RTOL:g}, atol {ATOL:g}). Errors: {errors}.", ""]
     lines += [f"- {line}" for line in headlines(results.summary, results.ratios)] + [""]
     lines += ["Servers:", ""] + [f"- **{name}**: {text}" for name, text in results.servers.items()] + [""]
+    lines += [f"ONNX Runtime threads: {'. '.join(f'{k}: {v}' for k, v in results.threads.items())}.", ""] \
+        if results.threads else []
     lines += [f"Versions: {', '.join(f'{k} {v}' for k, v in results.versions.items())}", ""]
     for model in results.models:
         lines += [f"## {model}", "", "| server | concurrency | req/s (median) | req/s min-max | p50 ms | p99 ms | "

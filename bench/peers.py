@@ -75,6 +75,10 @@ class PeersOptions:
     warmup_requests: int = 5  # per worker, before each timed window
     check_rows: int = 8
     load_generator: str = "auto"  # LOAD_GENERATORS; auto: wrk where installed, else the Python senders
+    # The peers' ONNX Runtime threads, at every batch size. 1 as issue #26 fixed them; tritonize's own
+    # runner adds more threads for large batches where optimize measured that they pay (export/threads.py),
+    # and this lets a reader check what more threads would give the peers.
+    peer_threads: int = 1
 
     def resolved_load_generator(self) -> str:
         if self.load_generator == "auto":
@@ -99,6 +103,8 @@ def check_options(opts: PeersOptions) -> None:
         raise ValueError(f"expected rounds >= 1, got {opts.rounds}")
     if not opts.duration_s > 0:
         raise ValueError(f"expected a duration > 0 seconds, got {opts.duration_s}")
+    if not isinstance(opts.peer_threads, int) or opts.peer_threads < 1:
+        raise ValueError(f"expected peer threads >= 1, got {opts.peer_threads!r}")
     if opts.load_generator not in LOAD_GENERATORS:
         raise ValueError(f"expected a load generator among {list(LOAD_GENERATORS)}, got {opts.load_generator!r}")
     if opts.load_generator == WRK:
@@ -114,6 +120,7 @@ class ServedModel:
     spec: object
     onnx: Path
     reference: Callable[[np.ndarray], np.ndarray]  # one row in, its output row out
+    threads: str = "1 ONNX Runtime thread"  # how tritonize's runner runs it (the repository's index says)
 
     @property
     def input(self):
@@ -137,8 +144,9 @@ def servable_specs(names: tuple[str, ...]) -> list:
 
 
 def prepare_models(specs: list, artifacts: Path, repo: Path, progress: Callable[[str], None]) -> dict[str, ServedModel]:
-    """tritonize's repository of the models (their fp32 graphs; exported first where missing) and the ONNX
-    file every server serves: the repository's copy, the very bytes Triton loads."""
+    """tritonize's repository of the models (their fp32 graphs; exported and optimized first where
+    missing) and the ONNX file every server serves: the repository's copy, the very bytes Triton loads."""
+    from ..export.optimize import optimize_model
     from ..export.runtime import ort_session
     from ..export.stage import export_model
     from ..model_repository.writer import build_repository
@@ -153,10 +161,16 @@ def prepare_models(specs: list, artifacts: Path, repo: Path, progress: Callable[
         except ArtifactError as e:
             raise ArtifactError(f"{e}; the peer comparison reads the artifacts as they are "
                                 f"(`tritonize export {spec.name} --out {artifacts}` builds them again)") from None
-        if "fp32" in manifest.get("optimize", {}).get("variants", {}):
-            fp32[spec.name] = "fp32"  # optimize may have picked another variant for serving; the peers get fp32
+        fp32_report = manifest.get("optimize", {}).get("variants", {}).get("fp32", {})
+        if "threads" not in fp32_report:
+            # As `tritonize run` serves it: optimize also measures from which batch size a second ONNX
+            # Runtime thread pays (export/threads.py), which tritonize's runner then uses for large batches.
+            progress(f"{spec.name}: {'optimized before threads were measured' if fp32_report else 'not optimized'} "
+                     f"under {artifacts}; optimizing")
+            optimize_model(spec, artifacts, step=lambda msg, n=spec.name: progress(f"{n}: {msg}"))
+        fp32[spec.name] = "fp32"  # optimize may have picked another variant for serving; the peers get fp32
     progress(f"repository of {', '.join(s.name for s in specs)} at {repo}")
-    build_repository(specs, artifacts, repo, "cpu", variants=fp32)
+    index = build_repository(specs, artifacts, repo, "cpu", variants=fp32)
     models = {}
     for spec in specs:
         onnx = repo / spec.name / "1" / ONNX_FILE
@@ -166,7 +180,9 @@ def prepare_models(specs: list, artifacts: Path, repo: Path, progress: Callable[
         def reference(row: np.ndarray, session=session, spec=spec, out=out) -> np.ndarray:
             return session.run([out], {spec.inputs[0].name: row[None]})[0][0]
 
-        models[spec.name] = ServedModel(spec, onnx, reference)
+        large = index["models"][spec.name].get("large_batches")
+        threads = "1 ONNX Runtime thread" + (f"; {large}" if large else "")
+        models[spec.name] = ServedModel(spec, onnx, reference, threads)
     return models
 
 
@@ -183,7 +199,7 @@ class Turn:
 
 @contextmanager
 def serving(kind: ServerKind, model: ServedModel, repo: Path, envs: dict[str, PeerEnv], logs: Path,
-            rng: np.random.Generator) -> Iterator[Turn]:
+            rng: np.random.Generator, peer_threads: int = 1) -> Iterator[Turn]:
     name, spec = model.spec.name, model.spec
     if kind.package is None:
         from ..serving.server import TritonServer
@@ -227,7 +243,8 @@ def serving(kind: ServerKind, model: ServedModel, repo: Path, envs: dict[str, Pe
         return np.frombuffer(body, "<f4").reshape(out_row.shape)
 
     load_body = np.ascontiguousarray(in_row, "<f4").tobytes()  # encoded once, like tritonize's request
-    args = [str(model.onnx), *kind.app_args, *(a.format(port=port) for a in kind.listen_args)]
+    args = [str(model.onnx), *kind.app_args, "--threads", str(peer_threads),
+            *(a.format(port=port) for a in kind.listen_args)]
     with PeerProcess(envs[kind.package], kind.app, args, logs / f"{kind.name}-{name}.log", lambda: answer(in_row)):
         make = lambda: RawHttpSender(url, kind.path, load_body, response_size=out_row.nbytes)  # noqa: E731
         probe = make()
@@ -281,6 +298,8 @@ def run_peers(opts: PeersOptions, progress: Callable[[str], None] = print) -> Pe
                               machine=machine_info(), models=list(opts.models), levels=list(opts.levels),
                               rounds=opts.rounds, duration_s=opts.duration_s,
                               servers={s: SERVERS[s].description for s in opts.servers}, versions=versions,
+                              threads={TRITONIZE: "; ".join(f"{n}: {m.threads}" for n, m in models.items()),
+                                       "peers": f"{opts.peer_threads} ONNX Runtime thread(s) at every batch size"},
                               onnx_sha256={n: sha256(m.onnx) for n, m in models.items()},
                               load_generator=opts.resolved_load_generator())
         for round_no in range(1, opts.rounds + 1):
@@ -291,7 +310,8 @@ def run_peers(opts: PeersOptions, progress: Callable[[str], None] = print) -> Pe
                                  for _ in range(opts.check_rows)])
                 for server in order:
                     progress(f"round {round_no}/{opts.rounds}: {name} on {server}: starting")
-                    with serving(SERVERS[server], model, work / "repository", envs, work, rng) as turn:
+                    with serving(SERVERS[server], model, work / "repository", envs, work, rng,
+                                 opts.peer_threads) as turn:
                         results.checks.append(check_answers(turn, model, server, round_no, rows))
                         for level in opts.levels:
                             row = measure(turn, opts, name, server, round_no, level)

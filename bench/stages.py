@@ -17,18 +17,14 @@ COMPUTE_END and REQUEST_END come after the response left (the backend releases t
 reported apart, as how long after the send they came. Tracing costs a little itself, so the client's p50
 is also given for as many requests sent after the trace count ran out (untraced) on the same server.
 
-    python -m tritonize.bench.stages --model mlp [--protocol http-lean|grpc] [--requests N] [--out DIR]
+    tritonize stages mlp [--protocol http-lean|grpc] [--requests N] [--out DIR]     (cli/stages.py)
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
 import os
-import shlex
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +38,7 @@ from ..model_repository.writer import build_repository
 from ..models import get_spec
 from ..serving.server import TritonServer
 from .record import Record
-from .served import LEAN_HTTP, PROTOCOLS, endpoint, sender_factory
+from .served import PROTOCOLS, endpoint, sender_factory
 
 CLIENT_SEND, CLIENT_RECV = "CLIENT_SEND", "CLIENT_RECV"
 STUB = ("STUB_START", "STUB_INPUTS", "STUB_CHECKS", "STUB_RUN", "STUB_END")  # StepTimings.STEPS, in order
@@ -276,31 +272,3 @@ def write_outputs(result: StageBreakdown, out: Path) -> list[Path]:
     tmp.write_text(markdown(result))
     os.replace(tmp, md)
     return [stem.with_suffix(".json"), md]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tritonize.bench.stages", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="mlp")
-    parser.add_argument("--protocol", default=LEAN_HTTP, choices=PROTOCOLS)
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--out", type=Path, default=Path("results/stages"))
-    parser.add_argument("--no-stub-timings", action="store_true", help="leave the stub's own timings off")
-    parser.add_argument("--no-dynamic-batching", action="store_true", help="serve without the dynamic batcher")
-    parser.add_argument("--server-arg", action="append", default=[], help="one more tritonserver flag (repeatable)")
-    args = parser.parse_args(argv)
-    if args.requests < 1:
-        parser.error("--requests must be >= 1")
-    command = shlex.join(["python", "-m", "tritonize.bench.stages", *(sys.argv[1:] if argv is None else argv)])
-    with tempfile.TemporaryDirectory(prefix="tritonize-stages-") as tmp:
-        result = measure(args.model, args.protocol, args.requests, args.artifacts.resolve(), Path(tmp), args.warmup,
-                         not args.no_stub_timings, not args.no_dynamic_batching, args.server_arg, command)
-    for path in write_outputs(result, args.out):
-        print(path)
-    print(markdown(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,12 +11,13 @@ import sys
 
 from rich.markup import escape
 
-from . import bench, deploy, export, infer, models, optimize, peers, publish, repo, rollout, run, serve, top
+from . import bench, deploy, export, infer, models, optimize, peers, publish, repo, rollout, run, serve, stages, top
 from .common import CliError, console
 
 # In the order `tritonize --help` lists them: the stages in the order they run, the main job, the models.
 COMMANDS = {module.__name__.rpartition(".")[2]: module for module in (export, optimize, repo, publish, serve, rollout,
-                                                                  infer, bench, peers, top, deploy, run, models)}
+                                                                  infer, bench, peers, stages, top, deploy, run,
+                                                                  models)}
 
 # The errors a user can fix, by the module that defines them: the message is printed without a
 # traceback and the exit code is 2. Only the modules a command has loaded can have raised one, so

@@ -35,6 +35,13 @@ def _calibrations(chosen, path: Path | None, variants: list[str]) -> dict:
     return input_rows_by_model(chosen, path, "--calibration", "calibration data")
 
 
+def _threads(profile: dict | None) -> str:
+    """The thread profile's column: "2 from 16" or "-" (measured, never paid) or "" (not measured)."""
+    if not profile:
+        return ""
+    return f"{profile['threads']} from {profile['from_rows']}" if profile["from_rows"] else "-"
+
+
 def run(args) -> int:
     from rich import box
     from rich.table import Table
@@ -53,13 +60,14 @@ def run(args) -> int:
     table = Table(title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
                   collapse_padding=True,
                   caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
-                          "b=1, b=max: p50 ms at batch 1 and the max batch; * the pick")
-    for header in ("model", "variant", "parity", "err", "top1/cos", "b=1", "b=max", "vs fp32"):
+                          "b=1, b=max: p50 ms at batch 1 and the max batch; threads: from which batch size the "
+                          "served model runs on more ONNX Runtime threads (-: never, they did not pay); * the pick")
+    for header in ("model", "variant", "parity", "err", "top1/cos", "b=1", "b=max", "vs fp32", "threads"):
         table.add_column(header, no_wrap=True)
     for spec, choice in zip(specs, choices):
         for name, r in choice["variants"].items():
             if not r.get("built"):
-                table.add_row(spec.name, name, "[red]build failed", escape(r["error"][:60]), "", "", "", "")
+                table.add_row(spec.name, name, "[red]build failed", escape(r["error"][:60]), "", "", "", "", "")
                 continue
             lat = list(r["latency"].values())
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
@@ -67,7 +75,8 @@ def run(args) -> int:
             table.add_row(spec.name, name + (" [bold green]*" if name == choice["chosen"] else ""),
                           "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.1e}",
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
-                          f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-")
+                          f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-",
+                          _threads(r.get("threads")))
     out.print(table)
     for spec, choice in zip(specs, choices):
         judged = choice["data"]

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
                    help="auto: wrk where installed (a few microseconds of CPU a request), else tritonize's Python "
                         "senders (tens of microseconds: at 32 clients they take CPU the servers need)")
+    p.add_argument("--peer-threads", type=int, default=1, metavar="N",
+                   help="the peers' ONNX Runtime threads at every batch size (default: 1; tritonize adds threads for "
+                        "large batches where `tritonize optimize` measured that they pay)")
     p.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "peers",
                    help="folder for peers.json and peers.md (default: %(default)s)")
     p.set_defaults(func=run)
@@ -42,7 +45,7 @@ def run(args) -> int:
 
     opts = PeersOptions(models=tuple(args.models), levels=tuple(args.levels), rounds=args.rounds,
                         duration_s=args.duration, servers=tuple(args.servers), out=args.out, artifacts=args.artifacts,
-                        load_generator=args.load_generator)
+                        load_generator=args.load_generator, peer_threads=args.peer_threads)
     if args.envs is not None:
         opts.envs = args.envs
     try:

@@ -46,6 +46,7 @@ from .input_rows import InputRows
 from .parity import agreement_cases, check_parity
 from .runtime import ort_session, run_ort, run_torch
 from .stage import load_module
+from .threads import PAIRS, ThreadProfile, batch_sizes, measure_profile
 
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
 
@@ -176,10 +177,15 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
             for batch in latency_batches(spec):
                 feed = spec.example_inputs(batch, spec.default_seq(), rng)
                 latency[f"batch{batch}"] = measure_latency(lambda: candidate(feed), iters=latency_iters)
+            profile = None
+            if report.ok and spec.serving.large_batch_threads > threads:  # a variant failing parity is never served
+                step(f"{name}: {threads} against {spec.serving.large_batch_threads} threads, by batch size")
+                profile = _thread_profile(out, spec, session, rng, pairs=min(PAIRS, latency_iters))
             results[name] = {"built": True, "precision": PRECISION[name], "parity_ok": report.ok,
                              "max_abs_err": report.max_abs_err, "top1_agreement": report.top1_agreement,
                              "min_cosine": report.min_cosine,
                              "tolerance": report.tolerance, "latency": latency,
+                             "threads": profile.to_json() if profile else None,
                              "size_bytes": out.stat().st_size}
         choice = pick_variant(results)
         # What the choice was judged on: the user's rows (with their SHA-256) or random example inputs.
@@ -191,6 +197,32 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
         files = [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()]
     update_manifest(root, spec, [f"{VARIANTS_DIR}/{f}" for f in files], replace_under=VARIANTS_DIR, optimize=choice)
     return choice
+
+
+def _thread_profile(path: Path, spec: ModelSpec, session: ort.InferenceSession, rng: np.random.Generator,
+                    pairs: int = PAIRS) -> ThreadProfile:
+    """The variant at `path` on the spec's serving threads (`session`) against its large-batch threads."""
+    hints = spec.serving
+    wide = ort_session(path, threads=hints.large_batch_threads, spin=False)
+    sizes = batch_sizes(hints.max_batch_size)
+    feeds = {b: spec.example_inputs(b, spec.default_seq(), rng) for b in sizes}
+    return measure_profile(lambda b: run_ort(session, spec, feeds[b]), lambda b: run_ort(wide, spec, feeds[b]),
+                           sizes, hints.ort_threads, hints.large_batch_threads, pairs=pairs)
+
+
+def variant_thread_profile(root: Path, spec: ModelSpec, variant: str) -> ThreadProfile | None:
+    """What optimize measured of `variant`'s threads (None where it measured nothing: an older
+    manifest, a plain export, large_batch_threads 1)."""
+    record = load_manifest(root, spec).get("optimize", {}).get("variants", {}).get(variant, {})
+    data = record.get("threads") if isinstance(record, dict) else None
+    if data is None:
+        return None
+    try:
+        where = f"model {spec.name!r}: {model_dir(root, spec) / MANIFEST}, variant {variant}"
+        return ThreadProfile.from_json(data, where)
+    except ValueError as e:
+        raise ArtifactError(f"{e}; run `tritonize optimize {spec.reference} --out {root}` to measure it "
+                            f"again") from None
 
 
 def _score(result: dict) -> float:

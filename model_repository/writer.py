@@ -21,7 +21,7 @@ from ..artifacts import (
     load_manifest,
     write_json,
 )
-from ..export.optimize import check_variant_names, chosen_variant, variant_path
+from ..export.optimize import check_variant_names, chosen_variant, variant_path, variant_thread_profile
 from ..export.tensorrt import built_engine, engine_info
 from ..models import get_spec, tokenization
 from ..models.spec import ModelSpec
@@ -56,8 +56,19 @@ def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target:
                                 f"run `tritonize optimize {spec.name} --variants {variant}`")
     shutil.copyfile(onnx_path, version_dir / ONNX_FILE)
     _python_backend("onnxruntime", version_dir)
-    params = {"onnx_file": ONNX_FILE, "intra_op_threads": spec.serving.ort_threads, "allow_spinning": 0}
-    return {"runner": "python/onnxruntime", "variant": variant}, params
+    hints = spec.serving
+    params = {"onnx_file": ONNX_FILE, "intra_op_threads": hints.ort_threads, "allow_spinning": 0}
+    info = {"runner": "python/onnxruntime", "variant": variant}
+    # Large batches on more threads, from the batch size where optimize measured that they pay, and only
+    # as measured: a profile taken with other thread counts than the spec's now says nothing about them.
+    profile = variant_thread_profile(artifacts, spec, variant)
+    if profile and profile.from_rows and (profile.base_threads, profile.threads) == (hints.ort_threads,
+                                                                                     hints.large_batch_threads):
+        params.update(large_batch_threads=profile.threads, large_batch_rows=profile.from_rows)
+        info["large_batches"] = (f"{profile.threads} threads from {profile.from_rows} "
+                                 f"row{'s' if profile.from_rows > 1 else ''} (optimize measured "
+                                 f"{profile.speedup[max(profile.speedup)]}x at {max(profile.speedup)} rows)")
+    return info, params
 
 
 def _onnx_gpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target: str) -> tuple[dict, dict]:

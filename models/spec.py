@@ -126,6 +126,10 @@ class ServingHints:
     # ONNX Runtime intra-op threads per instance. On a small CPU machine the server, its instances
     # and the clients share the cores, so one thread without spin-waiting serves best.
     ort_threads: int = 1
+    # Large batches may run on a second session with this many threads: `tritonize optimize` measures,
+    # per variant, from which batch size they pay (export/threads.py), and the CPU runner uses them from
+    # there. A lone client's batch of 1 stays on `ort_threads`. 1 turns it off.
+    large_batch_threads: int = 2
     # Overload: a queue policy (the config's dynamic_batching.default_queue_policy), off by default.
     # With one, at most `max_queue_size` requests wait in the model's queue (None: QUEUE_BATCHES full
     # batches per instance; 0: no bound) and more are refused at once (UNAVAILABLE, "Exceeds maximum
@@ -141,6 +145,10 @@ class ServingHints:
     queue_timeout_us: int = 10_000_000
 
     def __post_init__(self) -> None:
+        for name in ("ort_threads", "large_batch_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ServingHints.{name} must be an int >= 1, got {value!r}")
         for name, value in (("max_queue_size", self.max_queue_size), ("queue_timeout_us", self.queue_timeout_us)):
             if (value is not None or name == "queue_timeout_us") and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"ServingHints.{name} must be an int >= 0, got {value!r}")

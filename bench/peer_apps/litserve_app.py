@@ -2,7 +2,7 @@
 
 Runs inside the LitServe peer's own virtual environment (bench/peer_envs.py), started by bench/peers.py:
 
-    python litserve_app.py MODEL.onnx --port PORT [--max-batch-size 64 --batch-timeout-ms 1]
+    python litserve_app.py MODEL.onnx --port PORT [--max-batch-size 64 --batch-timeout-ms 1] [--threads 1]
 
 LitServe's defaults otherwise: one inference worker on the CPU, one API server process, no batching
 unless --max-batch-size is above 1 (then LitServe collects up to that many rows, waiting at most
@@ -48,12 +48,12 @@ _patch_raw_bodies()  # at import: the API server processes are forked from this 
 
 
 class OnnxApi(litserve.LitAPI):
-    def __init__(self, model_path: str, max_batch_size: int, batch_timeout_s: float):
+    def __init__(self, model_path: str, max_batch_size: int, batch_timeout_s: float, threads: int = 1):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout_s)
-        self.model_path = model_path
+        self.model_path, self.threads = model_path, threads
 
     def setup(self, device):
-        self.model = OnnxRows(self.model_path)
+        self.model = OnnxRows(self.model_path, self.threads)
 
     def decode_request(self, request):
         if not isinstance(request, bytes):
@@ -83,8 +83,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=1)
     parser.add_argument("--batch-timeout-ms", type=float, default=0.0)
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     args = parser.parse_args()
-    api = OnnxApi(os.path.abspath(args.model), args.max_batch_size, args.batch_timeout_ms / 1e3)
+    api = OnnxApi(os.path.abspath(args.model), args.max_batch_size, args.batch_timeout_ms / 1e3, args.threads)
     server = litserve.LitServer(api, accelerator="cpu", workers_per_device=1)
     server.run(host="127.0.0.1", port=args.port, generate_client_file=False, log_level="warning")
 

@@ -2,8 +2,9 @@
 
 Shared by the peer apps (mosec_app.py, litserve_app.py), which run inside each peer's own virtual
 environment: only numpy and onnxruntime here, never tritonize or torch. The session is set up as
-tritonize's own ONNX Runtime model.py sets it up: the CPU provider, one intra-op and one inter-op
-thread, and no spin-waiting (spinning threads would take the cores the server and the load need).
+tritonize's own ONNX Runtime model.py sets it up: the CPU provider, one intra-op thread (`--threads`
+of the apps changes that), one inter-op thread, and no spin-waiting (spinning threads would take the
+cores the server and the load need).
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ ROW_DTYPE = np.dtype("<f4")
 class OnnxRows:
     """A model with one float32 input and one float32 output, both with the batch first."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, threads: int = 1):
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")

@@ -105,6 +105,9 @@ def test_the_peer_apps_rows_go_through_onnx_runtime_as_raw_float32(tmp_path):
         model.decode(b"\0" * 12)
     with pytest.raises(ValueError, match="fixed shape after the batch"):
         rows_module.OnnxRows(str(_linear_onnx(tmp_path / "d.onnx", ["batch", "n"], weights)))
+    two = rows_module.OnnxRows(str(tmp_path / "m.onnx"), threads=2)  # --threads of the apps
+    assert two.session.get_session_options().intra_op_num_threads == 2
+    assert two.run(rows) == answers
 
 
 def _row(server, level, rnd, rps, p50, batch=None, errors=0):
@@ -141,13 +144,14 @@ def test_the_results_are_written_as_json_and_markdown_and_read_back(tmp_path):
     results = PeerResults(started="2026-12-02T00:00:00+00:00", machine=machine_info(), models=["mlp"], levels=[1, 32],
                           rounds=3, duration_s=1.0, servers={s: SERVERS[s].description for s in SERVERS},
                           versions={"mosec": "0.9.8"}, onnx_sha256={"mlp": "ab"}, rows=ROWS, summary=summary,
-                          ratios=ratios(summary))
+                          ratios=ratios(summary), threads={"tritonize": "mlp: 1 ONNX Runtime thread", "peers": "2"})
     written = write_results(results, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["peers.json", "peers.md"]  # no temporary left
     assert PeerResults.from_json(json.loads(written[0].read_text())) == results
     text = written[1].read_text()
     assert "| mosec-batched | 32 | 2.00x | 0.47x | 0.47x |" in text and "| tritonize | 32 | 4000 |" in text
     assert "Errors: 2." in text and markdown(results) + "\n" == text
+    assert "ONNX Runtime threads: tritonize: mlp: 1 ONNX Runtime thread. peers: 2." in text
 
 
 @pytest.mark.parametrize("change, message", [
@@ -158,6 +162,7 @@ def test_the_results_are_written_as_json_and_markdown_and_read_back(tmp_path):
     ({"servers": ("mosec-batched", "litserve")}, "expected tritonize and one or more peers"),
     ({"servers": ("tritonize", "bentoml")}, r"got \['tritonize', 'bentoml'\]"),
     ({"load_generator": "ab"}, r"a load generator among \['auto', 'wrk', 'python'\], got 'ab'"),
+    ({"peer_threads": 0}, "peer threads >= 1, got 0"),
 ])
 def test_options_are_checked_with_what_was_expected(change, message):
     opts = PeersOptions(**change)
@@ -278,3 +283,5 @@ def test_a_real_run_serves_the_same_answers_everywhere(tmp_path):
     assert all(r.errors == 0 and r.ok > 0 for r in results.rows)
     assert all((r.mean_batch is not None) == (r.server == "tritonize") for r in results.rows)
     assert (tmp_path / "out" / "peers.md").is_file()
+    assert results.threads["peers"] == "1 ONNX Runtime thread(s) at every batch size"
+    assert results.threads["tritonize"].startswith("mlp: 1 ONNX Runtime thread")

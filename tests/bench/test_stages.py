@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from tritonize.bench import stages
-from tritonize.bench.served import LEAN_HTTP, model_statistics, sender_factory, settled_statistics
+from tritonize.bench.served import LEAN_HTTP, PROTOCOLS, model_statistics, sender_factory, settled_statistics
+from tritonize.cli import stages as cli_stages
+from tritonize.cli.main import main
 from tritonize.models import get_spec
 from tritonize.serving.server import TritonServer
 
@@ -102,11 +104,17 @@ def test_a_real_trace_adds_up_per_request_and_matches_tritons_statistics(artifac
         assert traced == pytest.approx(counted, rel=0.02, abs=2_000 * n), stat
 
 
+def test_the_command_offers_the_protocols_bench_knows_and_refuses_bad_counts(capsys):
+    assert cli_stages.PROTOCOLS == PROTOCOLS  # its choices, kept in the command so that --help loads no stage
+    assert main(["stages", "mlp", "--requests", "0"]) == 2
+    assert "expected --requests >= 1 and --warmup >= 0, got 0 and 100" in capsys.readouterr().err
+
+
 @pytest.mark.server
 def test_the_command_writes_its_tables_and_leaves_the_stub_timings_off_when_asked(artifacts, tmp_path):
     out = tmp_path / "out"
-    assert stages.main(["--model", "mlp", "--requests", "30", "--warmup", "5", "--artifacts", str(artifacts),
-                        "--out", str(out), "--no-stub-timings"]) == 0
+    assert main(["stages", "mlp", "--requests", "30", "--warmup", "5", "--artifacts", str(artifacts),
+                 "--out", str(out), "--no-stub-timings"]) == 0
     result = stages.StageBreakdown.from_json(json.loads((out / "stages-mlp-http-lean.json").read_text()))
     assert result.requests == 30 and not result.stub_timings
     assert not any(s.start.startswith("STUB") or s.end.startswith("STUB") for s in result.stages)

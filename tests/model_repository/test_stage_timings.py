@@ -1,6 +1,7 @@
 """The ONNX Runtime runner's stage timings (#26): off by default, and then nothing is timed or written;
 on (the config parameter `stage_timings`), each `execute` call's steps in order, written as JSON when the
-model is unloaded. In-process with a stand-in for triton_python_backend_utils; bench's tests serve it."""
+model is unloaded. In-process with a stand-in for triton_python_backend_utils; bench's tests serve it.
+Also the runner's second session for large batches (#26), in-process: which batches run on which."""
 import json
 from types import SimpleNamespace
 
@@ -44,7 +45,10 @@ class _Error:
         self.message = message
 
 
+LOGGED = []  # what the runner logged through the stand-in's Logger
 PB_UTILS = SimpleNamespace(
+    Logger=SimpleNamespace(log_info=lambda m: LOGGED.append(("info", m)),
+                           log_warn=lambda m: LOGGED.append(("warn", m))),
     Tensor=_Tensor, InferenceResponse=_Response, TritonError=_Error,
     get_input_tensor_by_name=lambda request, name: next(t for t in request.inputs() if t.name() == name))
 CHECKS = InputChecks({"inputs": {"x": {"kind": "dense"}}, "max_seq_len": 0}, ["x"])
@@ -118,7 +122,7 @@ def _initialized(runner_module, tmp_path, artifacts_mlp, **params):
     config = {"input": [{"name": "x"}], "output": [{"name": "logits"}],
               "parameters": {k: {"string_value": v} for k, v in params.items()}}
     model.initialize({"model_config": json.dumps(config), "model_repository": str(artifacts_mlp.parent),
-                      "model_version": artifacts_mlp.name})
+                      "model_version": artifacts_mlp.name, "model_name": "mlp"})
     return model
 
 
@@ -159,3 +163,37 @@ def test_on_each_execute_is_timed_and_written_at_unload(runner_module, tmp_path,
     calls = json.loads(path.read_text())["calls"]
     assert len(calls) == 3
     assert all(c[0] == 1 and c[1:] == sorted(c[1:]) for c in calls)
+
+
+def test_large_batches_run_on_the_second_session_and_small_ones_on_the_first(runner_module, tmp_path, artifacts_mlp,
+                                                                              monkeypatch):
+    monkeypatch.setattr(runner_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    LOGGED.clear()
+    model = _initialized(runner_module, tmp_path, artifacts_mlp, large_batch_threads="2", large_batch_rows="3")
+    assert model.session.get_session_options().intra_op_num_threads == 1 and model.large_rows == 3
+    assert LOGGED == [("info", "mlp: batches of 3 rows or more run on 2 ONNX Runtime threads")]
+    ran = []
+    small, large = model._run_session, model._run_large
+    model._run_session = lambda *a: ran.append("one thread") or small(*a)
+    model._run_large = lambda *a: ran.append("two threads") or large(*a)
+    for rows in (1, 2, 3, 5):
+        out = model.execute([_Request(x=np.ones((rows, 4), np.float32))])
+        np.testing.assert_allclose(out[0].output_tensors[0].array, np.full((rows, 2), [12.0, 16.0]))
+    out = model.execute([_Request(x=np.ones((1, 4), np.float32)) for _ in range(3)])  # 3 requests: one batch of 3
+    assert ran == ["one thread", "one thread", "two threads", "two threads", "two threads"]
+    assert len(out) == 3
+
+
+@pytest.mark.parametrize("cores, rows, threads, large_rows, logged", [
+    ({0}, "3", 1, None, ("warn", "mlp: large_batch_threads 2 asks for more threads than the 1 cores this process "
+                                 "may use; every batch runs on 1")),
+    ({0, 1}, "1", 2, None, ("info", "mlp: every batch runs on 2 ONNX Runtime threads")),  # one session only
+])
+def test_too_few_cores_turn_it_off_and_from_one_row_one_session_is_enough(runner_module, tmp_path, artifacts_mlp,
+                                                                          monkeypatch, cores, rows, threads,
+                                                                          large_rows, logged):
+    monkeypatch.setattr(runner_module.os, "sched_getaffinity", lambda pid: cores)
+    LOGGED.clear()
+    model = _initialized(runner_module, tmp_path, artifacts_mlp, large_batch_threads="2", large_batch_rows=rows)
+    assert model.session.get_session_options().intra_op_num_threads == threads
+    assert model.large_rows == large_rows and model._run_large is None and LOGGED == [logged]
