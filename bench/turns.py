@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -243,3 +243,23 @@ def _pooled(windows: list[ServedRow]) -> PooledLevel:
         window_p50_ms_median=float(np.median([w.p50_ms for w in windows])),
         cores_busy={core: sum(w.cores_busy[core] * w.duration_s for w in windows) / seconds
                     for core in windows[0].cores_busy})
+
+
+def servers_in_turns(servers: dict[str, TritonServer], models: list[str], levels: tuple[int, ...], rounds: int,
+                     duration_s: float, protocol: str = LEAN_HTTP,
+                     progress: Callable[[str], None] = lambda _: None) -> dict[tuple[str, int, str], list[ServedRow]]:
+    """Two or more servers' configs side by side (a change against the defaults before it, say): every
+    model at every closed-loop level on each server in turn, round after round, the servers' order
+    reversed every other round so that neither always runs first. Rows by (model, level, server name)."""
+    rows: dict[tuple[str, int, str], list[ServedRow]] = {}
+    for round_no in range(rounds):
+        order = list(servers.items()) if round_no % 2 == 0 else list(servers.items())[::-1]
+        for model in models:
+            for level in levels:
+                for name, server in order:
+                    row = run_load(server.grpc_url, endpoint(server, protocol), protocol, model, get_spec(model),
+                                   level=level, duration_s=duration_s, admin_key=server.admin_key)
+                    rows.setdefault((model, level, name), []).append(row)
+                    progress(f"round {round_no + 1}/{rounds}: {model} at {level} on {name}: "
+                             f"{row.throughput_rps:.0f} req/s")
+    return rows

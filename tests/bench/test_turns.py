@@ -23,3 +23,16 @@ def test_turns_run_at_least_once_and_stop_once_the_time_is_spent():
         time.sleep(0.05)
     elapsed = time.monotonic() - start
     assert 0.2 <= elapsed < 0.2 + 0.05 + 0.5 and count >= 2  # the turn under way when time runs out finishes
+
+
+@pytest.mark.server
+def test_servers_take_turns_round_after_round_each_level_of_each_model(server):
+    from tritonize.bench.turns import servers_in_turns
+
+    seen = []
+    rows = servers_in_turns({"a": server, "b": server}, ["mlp"], (1, 2), rounds=2, duration_s=0.2,
+                            progress=seen.append)
+    assert sorted(rows) == [("mlp", level, name) for level in (1, 2) for name in ("a", "b")]
+    assert all(len(runs) == 2 and all(r.errors == 0 and r.ok > 0 for r in runs) for runs in rows.values())
+    names = [line.split(" on ")[1].split(":")[0] for line in seen]
+    assert names == ["a", "b", "a", "b", "b", "a", "b", "a"]  # the order reversed in the second round

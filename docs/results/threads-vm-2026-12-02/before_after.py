@@ -11,7 +11,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from tritonize.bench.served import WRK_HTTP, run_load
+from tritonize.bench.served import WRK_HTTP
+from tritonize.bench.turns import servers_in_turns
 from tritonize.model_repository.writer import build_repository
 from tritonize.models import get_spec
 from tritonize.serving.server import TritonServer
@@ -24,18 +25,10 @@ work = out / "repositories"
 index_before = build_repository(before, artifacts, work / "before", "cpu")
 index_after = build_repository(after, artifacts, work / "after", "cpu")
 servers = {"before": TritonServer(work / "before", models).start(), "after": TritonServer(work / "after", models).start()}
-rows = {}
 try:
-    for r in range(rounds):
-        order = list(servers.items()) if r % 2 == 0 else list(servers.items())[::-1]
-        for m in models:
-            for level in (1, 8, 32):
-                for name, s in order:
-                    row = run_load(s.grpc_url, s.http_url, WRK_HTTP, m, get_spec(m), level=level, duration_s=2,
-                                   admin_key=s.admin_key)
-                    rows.setdefault((m, level, name), []).append((row.throughput_rps, row.p50_ms, row.server.mean_batch,
-                                                                  row.errors))
-                    print(r, m, level, name, f"{row.throughput_rps:.0f}", flush=True)
+    served = servers_in_turns(servers, models, (1, 8, 32), rounds, 2.0, WRK_HTTP, lambda line: print(line, flush=True))
+    rows = {key: [(r.throughput_rps, r.p50_ms, r.server.mean_batch, r.errors) for r in runs]
+            for key, runs in served.items()}
 finally:
     for s in servers.values():
         s.stop()

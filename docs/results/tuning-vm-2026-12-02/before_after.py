@@ -5,7 +5,8 @@ from pathlib import Path
 from tritonize.models import get_spec
 from tritonize.model_repository.writer import build_repository
 from tritonize.serving.server import TritonServer
-from tritonize.bench.served import run_load, WRK_HTTP
+from tritonize.bench.served import WRK_HTTP
+from tritonize.bench.turns import servers_in_turns
 models = ["mlp", "cnn", "lstm", "transformer", "minilm"]
 rounds = int(sys.argv[1])
 new = [get_spec(m) for m in models]
@@ -15,16 +16,10 @@ build_repository(old, art, Path("/tmp/ba/old"), "cpu")
 build_repository(new, art, Path("/tmp/ba/new"), "cpu")
 servers = {"before": TritonServer(Path("/tmp/ba/old"), models, memory_bound=True).start(),
            "after": TritonServer(Path("/tmp/ba/new"), models).start()}
-rows = {}
-try:
-    for r in range(rounds):
-        order = list(servers.items()) if r % 2 == 0 else list(servers.items())[::-1]
-        for m in models:
-            for level in (1, 8, 32):
-                for name, s in order:
-                    row = run_load(s.grpc_url, s.http_url, WRK_HTTP, m, get_spec(m), level=level, duration_s=2, admin_key=s.admin_key)
-                    rows.setdefault((m, level, name), []).append((row.throughput_rps, row.p50_ms, row.server.mean_batch, row.errors))
-                    print(r, m, level, name, f"{row.throughput_rps:.0f}", flush=True)
+try:  # the turns loop now lives in bench/turns.py (servers_in_turns); same order, same runs
+    served = servers_in_turns(servers, models, (1, 8, 32), rounds, 2.0, WRK_HTTP, lambda line: print(line, flush=True))
+    rows = {key: [(r.throughput_rps, r.p50_ms, r.server.mean_batch, r.errors) for r in runs]
+            for key, runs in served.items()}
 finally:
     for s in servers.values(): s.stop()
 out = []
