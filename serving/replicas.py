@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 from .admin import check_admin_key, new_admin_key
 from .health import DEFAULT_INTERVAL_S, ModelHealth
 from .placement import Placement
-from .server import DEFAULT_DRAIN_S, ServerError, TritonServer, free_port
+from .ports import distinct_free_ports
+from .server import DEFAULT_DRAIN_S, ServerError, TritonServer
 
 PORTS_PER_SERVER = 3  # http, grpc, metrics
 
@@ -78,19 +79,6 @@ def check_endpoints_path(path: Path) -> None:
     if not path.parent.is_dir():
         raise ValueError(f"endpoints file {path}: expected a file in an existing folder, got {path.parent}, "
                          "which is not a folder")
-
-
-def distinct_free_ports(count: int) -> list[int]:
-    """`count` free loopback ports, all different: free_port() alone may hand the same port out twice
-    when nothing binds it in between, and N servers would then race for it."""
-    ports: list[int] = []
-    for _ in range(100 * count):
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-            if len(ports) == count:
-                return ports
-    raise ServerError(f"expected {count} distinct free loopback ports, found only {len(ports)}")
 
 
 class Replicas:

@@ -45,9 +45,9 @@ from .admin import (
     unload_model,
 )
 from .placement import Placement
+from .ports import HOST, free_port  # re-exported: servers, benchmarks and tests take their ports from here
 from .reaper import end_orphaned_stubs, mapped_regions, unlink_regions
 
-HOST = "127.0.0.1"
 DEFAULT_DRAIN_S = 5.0
 BUSY_STATES = ("READY", "LOADING", "UNLOADING")  # a model whose unload has not ended
 INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "
@@ -106,12 +106,6 @@ def prepare_backend_dir(target: Path) -> Path:
         if not link.exists():
             link.symlink_to(src)
     return target
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def check_port_free(port: int, what: str) -> None:
