@@ -120,7 +120,7 @@ class ServedModel:
     spec: object
     onnx: Path
     reference: Callable[[np.ndarray], np.ndarray]  # one row in, its output row out
-    threads: str = "1 ONNX Runtime thread"  # how tritonize's runner runs it (the repository's index says)
+    threads: str  # how tritonize's runner runs it: its spec's threads, and large batches as the index says
 
     @property
     def input(self):
@@ -181,7 +181,8 @@ def prepare_models(specs: list, artifacts: Path, repo: Path, progress: Callable[
             return session.run([out], {spec.inputs[0].name: row[None]})[0][0]
 
         large = index["models"][spec.name].get("large_batches")
-        threads = "1 ONNX Runtime thread" + (f"; {large}" if large else "")
+        base = spec.serving.ort_threads
+        threads = f"{base} ONNX Runtime thread{'s' if base > 1 else ''}" + (f"; {large}" if large else "")
         models[spec.name] = ServedModel(spec, onnx, reference, threads)
     return models
 

@@ -65,9 +65,10 @@ def _onnx_cpu_model(spec: ModelSpec, artifacts: Path, version_dir: Path, target:
     if profile and profile.from_rows and (profile.base_threads, profile.threads) == (hints.ort_threads,
                                                                                      hints.large_batch_threads):
         params.update(large_batch_threads=profile.threads, large_batch_rows=profile.from_rows)
+        largest = max(profile.speedup)
         info["large_batches"] = (f"{profile.threads} threads from {profile.from_rows} "
                                  f"row{'s' if profile.from_rows > 1 else ''} (optimize measured "
-                                 f"{profile.speedup[max(profile.speedup)]}x at {max(profile.speedup)} rows)")
+                                 f"{profile.speedup[largest]}x at {largest} rows)")
     return info, params
 
 

@@ -33,21 +33,20 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
         spin = params.get("allow_spinning", "0")
         threads = int(params.get("intra_op_threads", "1"))
-        large_threads, self.large_rows = self._large_batches(params, threads, args["model_name"])
-        # From 1 row, every batch runs on the larger count: one session is enough.
-        self.session = _session(path, large_threads if self.large_rows == 1 else threads, spin)
+        large_threads, large_rows = self._large_batches(params, threads, args["model_name"])
+        if large_rows is not None and large_rows <= 1:  # every batch on the larger count: one session is enough
+            threads, large_rows = large_threads, None
+        self.session = _session(path, threads, spin)
         # Triton has already checked each request against the config, which names the ONNX file's own
         # inputs, so the checks InferenceSession.run repeats on every call are skipped: its binding is
         # called directly. Those checks are a fixed cost in Python on every request, whatever the model's
         # size, so for a small model at batch 1 they are a visible share of its compute time (the
         # benchmarks show it as the served model's cost over a do-nothing model served beside it).
         self._run_session = getattr(self.session, "_sess", self.session).run
-        self._run_large = None
-        if self.large_rows is not None and self.large_rows > 1:
+        self.large_rows, self._run_large = large_rows, None
+        if large_rows is not None:
             large = _session(path, large_threads, spin)
             self._run_large = getattr(large, "_sess", large).run
-        else:
-            self.large_rows = None  # none, or every batch on self.session
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         # What Triton cannot check against the config (token ids in the vocabulary, sequence lengths,
