@@ -54,7 +54,7 @@ def expected_tests(opts: SuiteOptions) -> int:
 def command(opts: SuiteOptions, work: Path, events_fd: int) -> list[str]:
     ini = work / "pytest.ini"  # an empty config: the project's own pytest settings are not the benchmark's
     ini.write_text("[pytest]\n")
-    args = [sys.executable, "-m", "pytest", str(HERE / "test_inprocess.py"), "-c", str(ini), f"--rootdir={HERE}",
+    args = [sys.executable, "-P", "-m", "pytest", str(HERE / "test_inprocess.py"), "-c", str(ini), f"--rootdir={HERE}",
             "-q", "-p", "no:cacheprovider", "--import-mode=importlib", f"--artifacts={opts.artifacts}",
             f"--models={','.join(opts.models)}", f"--batches={','.join(map(str, BATCHES))}",
             f"--benchmark-json={work / 'pytest-benchmark.json'}", "--benchmark-disable-gc",

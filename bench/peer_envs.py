@@ -129,12 +129,12 @@ def ensure_env(package: str, root: Path, progress: Callable[[str], None] = print
         constraints = write_constraints(root)
         if env.folder.exists():
             shutil.rmtree(env.folder)
-        _run_streamed([sys.executable, "-m", "venv", str(env.folder)], progress, f"creating the {package} venv")
-        _run_streamed([str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints),
+        _run_streamed([sys.executable, "-P", "-m", "venv", str(env.folder)], progress, f"creating the {package} venv")
+        _run_streamed([str(env.python), "-P", "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints),
                        *wanted["pins"]], progress, f"installing {package} into {env.folder}")
         check = ("import importlib.util, sys; import {0}, onnxruntime, numpy; "
                  "sys.exit('torch is installed' if importlib.util.find_spec('torch') else 0)").format(package)
-        _run_streamed([str(env.python), "-c", check], progress, f"checking the {package} venv")
+        _run_streamed([str(env.python), "-P", "-c", check], progress, f"checking the {package} venv")
         (env.folder / STAMP_FILE).write_text(json.dumps(wanted, indent=2) + "\n")  # last: marks it complete
     progress(f"{package}: ready")
     return env

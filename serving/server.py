@@ -66,7 +66,7 @@ class ServerBinary:
 
 def find_server(explicit: str | os.PathLike | None = None) -> ServerBinary:
     if explicit:
-        path = Path(explicit)
+        path = Path(explicit).absolute()  # the server starts in its own folder (TritonServer.start)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise ServerError(f"no executable tritonserver at {path}; {INSTALL_HINT}")
         return ServerBinary(path, bundled=False)
@@ -258,9 +258,12 @@ class TritonServer:
         self.log_path = self.workdir / "server.log"
         with open(self.log_path, "wb") as log:
             # Its own session: a Ctrl-C in the terminal reaches us, and we drain the server; a group
-            # kill of the server reaches its stubs too.
+            # kill of the server reaches its stubs too. Its own folder as the current one: the Python
+            # stubs put the server's current folder on sys.path, and a tritonize checkout there would
+            # shadow distributions named like its folders (`kernels`, `models`...).
             self.process = lifecycle.spawn(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
                                            env=_server_env(self.memory_bound), start_new_session=True,
+                                           cwd=self.workdir,
                                            preexec_fn=lifecycle.parent_death_preexec(self._child_setup()))
         lifecycle.close_at_exit(self)
         try:

@@ -22,7 +22,7 @@ def test_every_command_is_registered_from_its_own_module():
 def test_help_loads_no_stage(argv):
     code = ("import sys\nfrom tritonize.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-P", "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "usage: tritonize" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -13,7 +13,7 @@ from tritonize.bench.gpu_kernels import TOLERANCE, _verdict
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "tritonize.bench.gpu_kernels", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-P", "-m", "tritonize.bench.gpu_kernels", *args], capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
 
 

@@ -201,7 +201,7 @@ def test_the_constraints_make_pip_refuse_torch(tmp_path):
     assert NO_TORCH in constraints.read_text()
     # Offline and on this folder only: no pip configuration, no index, the fake wheel as the one candidate.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
-    pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+    pip = [sys.executable, "-P", "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
            "--find-links", str(tmp_path), "torch"]
     free = subprocess.run(pip, env=env, capture_output=True, text=True, timeout=60)
     assert free.returncode == 0 and "Would install torch-2.0.0" in free.stdout, free.stdout + free.stderr

@@ -287,7 +287,7 @@ def test_deploy_help_loads_no_stage():
     heavy = ("torch", "onnxruntime", "onnx", "tritonclient", "numpy", "yaml", "boto3")
     code = ("import sys\nfrom tritonize.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code, "deploy", "k8s", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-P", "-c", code, "deploy", "k8s", "--help"], capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "--target-queue-ms" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]"

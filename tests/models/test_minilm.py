@@ -276,7 +276,7 @@ tok = model.load_tokenizer({str(minilm.model_folder() / "tokenizer.json")!r}, 8)
 ids, mask = model.tokenize_request(tok, [[b"hello world"]])
 print(ids.tolist(), mask.tolist())
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("]]")[0].startswith("[[101, ") and done.stdout.strip().endswith("[[1, 1, 1, 1]]")
     assert "triton_python_backend_utils" in BACKEND.read_text()

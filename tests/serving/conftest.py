@@ -43,7 +43,7 @@ def _serve_cli(repository, *flags, env=None, base_env=None, fixed_ports=True):
     message). `env` is added to `base_env` (default: os.environ). The test stops it; a child still
     running at the end is killed."""
     ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")] if fixed_ports else []
-    proc = subprocess.Popen([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(repository), *flags, *ports],
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "tritonize.cli", "serve", "--repo", str(repository), *flags, *ports],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**(os.environ if base_env is None else base_env), "COLUMNS": "200", **(env or {})})
     try:

@@ -83,7 +83,7 @@ def test_while_the_request_is_held_no_core_halts_and_afterwards_the_bound_is_gon
 @requires_poll_idle
 def test_the_request_ends_with_the_process_that_held_it():
     before = latency_bound_us()
-    holder = subprocess.Popen([sys.executable, "-c", "from tritonize.serving.idle import poll_idle\n"
+    holder = subprocess.Popen([sys.executable, "-P", "-c", "from tritonize.serving.idle import poll_idle\n"
                                "import time\nwith poll_idle():\n    print('held', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

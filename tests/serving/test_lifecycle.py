@@ -151,7 +151,7 @@ print(server.is_ready(), flush=True)
 
 
 def test_a_server_started_from_a_thread_lives_on_and_is_closed_at_exit(tiny_repository):
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tiny_repository)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-P", "-c", CHILD, str(tiny_repository)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()

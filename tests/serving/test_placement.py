@@ -101,14 +101,14 @@ def test_stubs_alone_puts_only_the_stubs_on_the_instance_cores(cpu_repository):
 
 
 def test_cli_serve_wants_both_placement_flags(cpu_repository):
-    proc = subprocess.run([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
+    proc = subprocess.run([sys.executable, "-P", "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
                            "--server-cpus", "0"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--server-cpus and --instance-cpus go together" in proc.stderr and "got only --server-cpus" in proc.stderr
 
 
 def test_cli_serve_wants_the_cpus_with_stubs_alone(cpu_repository):
-    proc = subprocess.run([sys.executable, "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
+    proc = subprocess.run([sys.executable, "-P", "-m", "tritonize.cli", "serve", "--repo", str(cpu_repository),
                            "--stubs-alone"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--stubs-alone places the stubs on --instance-cpus" in proc.stderr, proc.stderr

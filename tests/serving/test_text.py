@@ -88,7 +88,7 @@ def test_int8_variant_keeps_the_stated_cosine_bound(artifacts, reference, load_m
 
 
 def test_cli_infer_sends_text(server):
-    out = subprocess.run([sys.executable, "-m", "tritonize.cli", "infer", "minilm", "--url", server.grpc_url,
+    out = subprocess.run([sys.executable, "-P", "-m", "tritonize.cli", "infer", "minilm", "--url", server.grpc_url,
                           "--text", "hello there", "--text", "second sentence"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
