@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import hashlib
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -189,3 +192,38 @@ def test_the_built_wheel_runs_the_main_job_outside_the_checkout(tmp_path):
     installed = run([str(tmp_path / "venv" / "bin" / "python"), "-P", "-c",
                      "import tritonize; print(tritonize.__file__)"], work)
     assert str(tmp_path / "venv") in installed.stdout and str(ROOT) not in installed.stdout
+
+
+@pytest.fixture
+def torch_index(tmp_path):
+    """A stand-in for PyTorch's CPU index on loopback (PEP 503), holding the CPU torch wheel uv has cached
+    or pip's find-links folder holds: what a user's machine without that folder reaches instead."""
+    found = [Path(d) / f"torch-{locked_pins()['torch']}-cp311-cp311-manylinux_2_28_x86_64.whl"
+             for d in os.environ.get("PIP_FIND_LINKS", "").split() + ["/opt/wheels"]]
+    wheel = next((w for w in found if w.is_file()), None)
+    assert wheel, f"no CPU torch wheel to serve; looked at {found}"
+    page = tmp_path / "index" / "simple" / "torch"
+    page.mkdir(parents=True)
+    (page / wheel.name).symlink_to(wheel)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (page / "index.html").write_text(f'<a href="{wheel.name}#sha256={digest}">{wheel.name}</a>\n')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "index"))
+    handler.log_message = lambda *a: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/simple/"
+        httpd.shutdown()
+
+
+@pytest.mark.locked_env
+def test_without_a_wheel_folder_torch_comes_from_the_torch_index(tmp_path, torch_index):
+    """`make setup` on a machine whose pip names no folder of wheels: uv takes torch's CPU build from
+    TORCH_INDEX (PyTorch's CPU index; here a stand-in on loopback), checked against the lock's hash."""
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_FIND_LINKS"))}
+    done = subprocess.run(["make", "-C", str(ROOT), "setup", f"VENV={venv}", "FIND_LINKS=",
+                           f"TORCH_INDEX={torch_index}"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"--extra-index-url {torch_index}" in done.stdout and "--find-links" not in done.stdout
+    shown = run([str(venv / "bin" / "python"), "-P", "-c", "import torch; print(torch.__version__)"], tmp_path)
+    assert shown.stdout.strip() == locked_pins()["torch"]
