@@ -41,7 +41,7 @@ IN_VENV := --quiet --python $(VENV)/bin/python
 UV_COMPILE := $(UV) pip compile --quiet --generate-hashes $(LOCK_PLATFORM) $(TORCH_SOURCE) \
 	--custom-compile-command "make lock"
 
-.PHONY: setup run test lock upgrade try-latest wheel-check
+.PHONY: setup run test test-fast lock upgrade try-latest wheel-check
 setup: $(STAMP)
 
 # A fresh venv each time the lock changed: `uv pip sync` makes it exactly the lock, then tritonize
@@ -64,6 +64,10 @@ run: setup
 test: setup
 	$(VENV)/bin/pytest
 
+# The inner loop: the tests that start no tritonserver and build no built-in model (tests/conftest.py).
+test-fast: setup
+	$(VENV)/bin/pytest --fast -q
+
 # The lock, from pyproject.toml (the dependencies, the test extra and the `setup` group: uv, pip and
 # setuptools) and constraints.txt (what must hold: torch's CPU build, numpy<2, nvidia-pytriton).
 # uv keeps the versions the lock has unless UPGRADE=--upgrade; the GPU lock follows the main one.
@@ -83,11 +87,11 @@ $(UV):
 try-latest: $(UV)
 	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
 	$(PYTHON) -P -m venv "$$scratch/venv" && \
-	$(UV) pip install --quiet --python "$$scratch/venv/bin/python" $(TORCH_SOURCE) -c constraints.txt -e ".[test]" && \
+	$(UV) pip install --quiet --python "$$scratch/venv/bin/python" $(TORCH_SOURCE) -c constraints.txt -e ".[test]" --group setup && \
 	$(call write_guard,"$$scratch/venv/bin/python") && \
 	$(UV) pip list --quiet --python "$$scratch/venv/bin/python" --format freeze > "$$scratch/latest.txt" && \
 	diff <(grep -o '^[a-z0-9._-]*==[^ ]*' $(LOCK) | sort -f) <(sort -f "$$scratch/latest.txt") | grep '^[<>]' || true; \
-	"$$scratch/venv/bin/pytest" -m "not server and not locked_env" -q -p no:cacheprovider
+	"$$scratch/venv/bin/pytest" --fast -m "not locked_env" -q -p no:cacheprovider
 
 # The built wheel, outside the checkout: built, installed with the lock as constraints into a fresh venv
 # in WHEEL_CHECK_DIR, and the main job run there for one model from an empty folder.

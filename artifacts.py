@@ -161,8 +161,8 @@ def load_manifest(root: Path, spec: ModelSpec, verify: bool = True, ignore_under
     folder = model_dir(root, spec)
 
     def unusable(problem: str) -> ArtifactError:
-        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {spec.reference} --out {root}` "
-                             f"to produce it", problem)
+        return ArtifactError(f"model {spec.name!r}: {problem}; run `tritonize export {spec.reference} "
+                             f"--artifacts {root}` to produce it", problem)
 
     if not folder.is_dir():
         raise unusable(f"no artifact folder at {folder}")

@@ -160,7 +160,7 @@ def prepare_models(specs: list, artifacts: Path, repo: Path, progress: Callable[
             manifest = load_manifest(artifacts, spec)
         except ArtifactError as e:
             raise ArtifactError(f"{e}; the peer comparison reads the artifacts as they are "
-                                f"(`tritonize export {spec.name} --out {artifacts}` builds them again)") from None
+                                f"(`tritonize export {spec.name} --artifacts {artifacts}` builds them again)") from None
         fp32_report = manifest.get("optimize", {}).get("variants", {}).get("fp32", {})
         if "threads" not in fp32_report:
             # As `tritonize run` serves it: optimize also measures from which batch size a second ONNX

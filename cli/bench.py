@@ -41,11 +41,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markdown import Markdown
-
     from ..bench.progress import RichStageProgress
     from ..bench.suite import SuiteOptions, parse_slo, run_suite
     from ..models import model_names
+    from .tables import FitMarkdown
 
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=args.models or model_names("onnx"), artifacts=args.artifacts, results_root=args.results,
@@ -57,6 +56,6 @@ def run(args) -> int:
         opts.duration_s = args.duration
     with RichStageProgress(console) as progress:
         folder = run_suite(opts, progress)
-    out.print(Markdown((folder / "summary.md").read_text()))
+    out.print(FitMarkdown((folder / "summary.md").read_text()))
     out.print(f"[bold green]report[/]: {folder}")
     return 0

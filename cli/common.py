@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ..artifacts import DEFAULT_ROOT
+
 console = Console(stderr=True)  # progress, notes and errors
 out = Console()  # the results: tables and reports
 
@@ -41,6 +43,30 @@ def for_each_model(specs, title: str, work: Callable) -> list:
 def add_models_argument(parser, help_text: str = "models: built-in names or references FILE.py:ATTR / "
                                                   "package.module:ATTR (default: all built-in exportable ones)") -> None:
     parser.add_argument("models", nargs="*", metavar="MODEL", help=help_text)
+
+
+def add_artifacts_argument(parser, old_out: bool = False) -> None:
+    """--artifacts, the artifact root (artifacts/<model>/). export and optimize called it --out before:
+    with `old_out`, --out still works for one release, with a warning (see `artifact_root`)."""
+    parser.add_argument("--artifacts", type=Path, default=None if old_out else DEFAULT_ROOT,
+                        help=f"artifact root (default: {DEFAULT_ROOT})")
+    if old_out:
+        parser.add_argument("--out", type=Path, dest="old_out", metavar="ARTIFACTS",
+                            help="deprecated: the old name of --artifacts, going in the next release")
+
+
+def artifact_root(args, command: str) -> Path:
+    """The artifact root a command was given: --artifacts, or its deprecated name --out (with a
+    warning on stderr), not both."""
+    old = getattr(args, "old_out", None)
+    if old is None:
+        return args.artifacts if args.artifacts is not None else DEFAULT_ROOT
+    if args.artifacts is not None:
+        raise CliError(f"--out {old} and --artifacts {args.artifacts} both name the artifact folder (--out is "
+                       f"the deprecated name of --artifacts); give --artifacts only")
+    console.print(f"tritonize {command}: --out is deprecated for the artifact folder; use --artifacts",
+                  style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return old
 
 
 def add_data_argument(parser, judged: str) -> None:

@@ -6,15 +6,24 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..artifacts import DEFAULT_ROOT, VARIANTS
-from .common import CliError, add_data_argument, add_models_argument, for_each_model, input_rows_by_model, out
+from ..artifacts import VARIANTS
+from .common import (
+    CliError,
+    add_artifacts_argument,
+    add_data_argument,
+    add_models_argument,
+    artifact_root,
+    for_each_model,
+    input_rows_by_model,
+    out,
+)
 from .common import specs as models
 
 
 def register(sub) -> None:
     p = sub.add_parser("optimize", help="ORT-optimized and INT8 CPU variants, checked, timed, one picked")
     add_models_argument(p)
-    p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="artifact root (default: %(default)s)")
+    add_artifacts_argument(p, old_out=True)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--calibration", type=Path, metavar="PATH",
                    help="representative rows for int8_static's activation ranges: an .npz of the model's inputs "
@@ -42,32 +51,25 @@ def _threads(profile: dict | None) -> str:
     return f"{profile['threads']} from {profile['from_rows']}" if profile["from_rows"] else "-"
 
 
-def run(args) -> int:
+def variants_table(specs, choices: list[dict]):
+    """Every variant of every model; at 80 columns the least telling numbers give way to the name,
+    the parity verdict and the speed-up."""
     from rich import box
-    from rich.table import Table
 
-    from ..export.optimize import optimize_model
+    from .tables import Col, FitTable
 
-    specs = models(args.models)
-    calibrations = _calibrations(specs, args.calibration, args.variants)
-    data = input_rows_by_model(specs, args.data, "--data", "data")
-    if args.tensorrt:
-        from ..export.tensorrt import build_engine, require_tensorrt
-
-        require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
-    choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(
-        s, args.out, tuple(args.variants), step, calibration=calibrations.get(s.name), data=data.get(s.name)))
-    table = Table(title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
-                  collapse_padding=True,
-                  caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
-                          "b=1, b=max: p50 ms at batch 1 and the max batch; threads: from which batch size the "
-                          "served model runs on more ONNX Runtime threads (-: never, they did not pay); * the pick")
-    for header in ("model", "variant", "parity", "err", "top1/cos", "b=1", "b=max", "vs fp32", "threads"):
-        table.add_column(header, no_wrap=True)
+    table = FitTable(Col("model", key=True), Col("variant", key=True), Col("parity", key=True), Col("err", priority=4),
+                     Col("top1/cos", priority=3), Col("b=1", priority=5), Col("b=max", priority=2),
+                     Col("vs fp32", key=True), Col("threads", priority=1),
+                     title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False,
+                     padding=(0, 1), collapse_padding=True,
+                     caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
+                             "b=1, b=max: p50 ms at batch 1 and the max batch; threads: from which batch size the "
+                             "served model runs on more ONNX Runtime threads (-: never, they did not pay); * the pick")
     for spec, choice in zip(specs, choices):
         for name, r in choice["variants"].items():
             if not r.get("built"):
-                table.add_row(spec.name, name, "[red]build failed", escape(r["error"][:60]), "", "", "", "", "")
+                table.add_row(spec.name, name, "[red]build failed", "", "", "", "", "", "")
                 continue
             lat = list(r["latency"].values())
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
@@ -77,8 +79,39 @@ def run(args) -> int:
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
                           f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-",
                           _threads(r.get("threads")))
-    out.print(table)
+    return table
+
+
+def engines_table(specs, engines: list[dict]):
+    from .tables import Col, FitTable
+
+    table = FitTable(Col("model", key=True), Col("precision", key=True), Col("TensorRT", priority=1),
+                     Col("GPU", priority=2), Col("max |err| vs ORT", key=True), title="TensorRT engines")
+    for spec, info in zip(specs, engines):
+        table.add_row(spec.name, info["precision"], info["tensorrt"], info["gpu"],
+                      f"{info['parity']['max_abs_err']:.2e}")
+    return table
+
+
+def run(args) -> int:
+    from ..export.optimize import optimize_model
+
+    root = artifact_root(args, "optimize")
+    specs = models(args.models)
+    calibrations = _calibrations(specs, args.calibration, args.variants)
+    data = input_rows_by_model(specs, args.data, "--data", "data")
+    if args.tensorrt:
+        from ..export.tensorrt import build_engine, require_tensorrt
+
+        require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
+    choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(
+        s, root, tuple(args.variants), step, calibration=calibrations.get(s.name), data=data.get(s.name)))
+    out.print(variants_table(specs, choices))
     for spec, choice in zip(specs, choices):
+        for name, r in choice["variants"].items():
+            if not r.get("built"):
+                out.print(f"{spec.name}: {name} [red]build failed[/]: {escape(r['error'])}", highlight=False,
+                          soft_wrap=True)
         judged = choice["data"]
         if "sha256" in judged:  # the user's rows
             out.print(f"{spec.name}: variants judged on {escape(judged['data'])} ({judged['rows']} rows, SHA-256 "
@@ -89,9 +122,6 @@ def run(args) -> int:
             out.print(f"{spec.name}: int8_static calibrated on {escape(source['data'])} ({source['rows']} rows{seqs})",
                       highlight=False, soft_wrap=True)
     if args.tensorrt:
-        engines = for_each_model(specs, "TensorRT", lambda s, step: build_engine(s, args.out, args.trt_precision, step))
-        table = Table("model", "precision", "TensorRT", "GPU", "max |err| vs ORT", title="TensorRT engines")
-        for spec, info in zip(specs, engines):
-            table.add_row(spec.name, info["precision"], info["tensorrt"], info["gpu"], f"{info['parity']['max_abs_err']:.2e}")
-        out.print(table)
+        engines = for_each_model(specs, "TensorRT", lambda s, step: build_engine(s, root, args.trt_precision, step))
+        out.print(engines_table(specs, engines))
     return 0

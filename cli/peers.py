@@ -37,11 +37,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markdown import Markdown
-
     from ..bench.peer_envs import PeerError
     from ..bench.peer_report import markdown
     from ..bench.peers import PeersOptions, run_peers
+    from .tables import FitMarkdown
 
     opts = PeersOptions(models=tuple(args.models), levels=tuple(args.levels), rounds=args.rounds,
                         duration_s=args.duration, servers=tuple(args.servers), out=args.out, artifacts=args.artifacts,
@@ -52,6 +51,6 @@ def run(args) -> int:
         results = run_peers(opts, progress=lambda line: console.print(line, highlight=False, markup=False))
     except PeerError as e:
         raise CliError(str(e)) from None
-    out.print(Markdown(markdown(results)))
+    out.print(FitMarkdown(markdown(results)))
     out.print(f"[bold green]written[/]: {opts.out / 'peers.json'}, {opts.out / 'peers.md'}")
     return 0

@@ -29,11 +29,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.table import Table
-
     from ..artifacts import TUNING_FILE
     from ..model_repository.tuning import read_tunings
     from ..model_repository.writer import build_repository
+    from .tables import Col, FitTable
 
     specs = models(args.models, runtime=None)
     if args.queue_policy:
@@ -53,7 +52,8 @@ def run(args) -> int:
         overrides[model] = variant
     with console.status(f"building the {args.target} repository"):
         index = build_repository(specs, args.artifacts, args.out, args.target, variants=overrides, tunings=tunings)
-    table = Table("model", "runner", "variant", "batching", title=f"Triton model repository ({args.target}) -> {args.out}")
+    table = FitTable(Col("model", key=True), Col("runner", priority=1), Col("variant", key=True),
+                     Col("batching", priority=2), title=f"Triton model repository ({args.target}) -> {args.out}")
     for name, info in index["models"].items():
         table.add_row(name, info["runner"], info["variant"], "tuned" if "tuning" in info else "spec")
     out.print(table)

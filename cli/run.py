@@ -21,29 +21,37 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from rich.markdown import Markdown
-    from rich.table import Table
-
-    from ..bench.progress import RichStageProgress
+def served_table(report: dict, repository: Path):
+    """The run's table: per served model, what was done to its artifacts and whether the server's
+    answer matched in-process; on a narrow console the artifacts' note and the first call's time give
+    way first (wrapped, then left out), never the model, the verdict or the error."""
     from ..models import get_spec
-    from .pipeline import RunOptions, run_bench, run_main_job
+    from .tables import Col, FitTable
 
-    opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,
-                      repository=args.repo, results=args.results, bench=not args.no_bench, force=args.force)
-    with console.status("tritonize run") as status:
-        report = run_main_job(opts, step=lambda msg: status.update(f"tritonize run: {msg}"))
-    table = Table("model", "artifacts", "served == in-process", "max |err|", "first call (ms)",
-                  title=f"served by tritonserver from {opts.repository}")
+    table = FitTable(Col("model", key=True), Col("artifacts", priority=1), Col("served == in-process", key=True),
+                     Col("max |err|", key=True), Col("first call (ms)", priority=2),
+                     title=f"served by tritonserver from {repository}")
     for row in report["served"]:
         spec = get_spec(row["model"])
         source = report["artifacts"].get(spec.base_model or spec.name, "")
         table.add_row(row["model"], source, "[green]yes" if row["ok"] else "[red]no", f"{row['max_abs_err']:.2e}",
                       f"{row['latency_ms']:.2f}")
-    out.print(table)
+    return table
+
+
+def run(args) -> int:
+    from ..bench.progress import RichStageProgress
+    from .pipeline import RunOptions, run_bench, run_main_job
+    from .tables import FitMarkdown
+
+    opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,
+                      repository=args.repo, results=args.results, bench=not args.no_bench, force=args.force)
+    with console.status("tritonize run") as status:
+        report = run_main_job(opts, step=lambda msg: status.update(f"tritonize run: {msg}"))
+    out.print(served_table(report, opts.repository))
     if opts.bench:
         with RichStageProgress(console) as progress:
             folder = run_bench(opts, progress)
-        out.print(Markdown((folder / "summary.md").read_text()))
+        out.print(FitMarkdown((folder / "summary.md").read_text()))
         out.print(f"[bold green]benchmark report[/]: {folder}")
     return 0

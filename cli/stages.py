@@ -35,9 +35,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markdown import Markdown
-
     from ..bench.stages import markdown, measure, write_outputs
+    from .tables import FitMarkdown
 
     if args.requests < 1 or args.warmup < 0:
         raise CliError(f"expected --requests >= 1 and --warmup >= 0, got {args.requests} and {args.warmup}")
@@ -46,6 +45,6 @@ def run(args) -> int:
         result = measure(args.model, args.protocol, args.requests, args.artifacts.resolve(), Path(tmp), args.warmup,
                          not args.no_stub_timings, not args.no_dynamic_batching, args.server_arg, command)
     paths = write_outputs(result, args.out)
-    out.print(Markdown(markdown(result)))
+    out.print(FitMarkdown(markdown(result)))
     out.print(f"[bold green]written[/]: {', '.join(map(str, paths))}")
     return 0

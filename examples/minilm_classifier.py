@@ -12,8 +12,8 @@ Served as three Triton models: `minilm_topics_tokenizer` (the model's own tokeni
 `minilm_topics` (input_ids, attention_mask -> probabilities) and the ensemble `minilm_topics_text`
 (UTF-8 text in, probabilities out):
 
-    tritonize export examples/minilm_classifier.py:SPEC --out art
-    tritonize optimize examples/minilm_classifier.py:SPEC --out art --variants fp32
+    tritonize export examples/minilm_classifier.py:SPEC --artifacts art
+    tritonize optimize examples/minilm_classifier.py:SPEC --artifacts art --variants fp32
     tritonize repo examples/minilm_classifier.py:SPEC --artifacts art --out repo
     tritonize serve --repo repo
     tritonize infer minilm_topics --text "The striker scored twice in the final."

@@ -12,8 +12,8 @@ all of it is loaded) or an ImageNet backbone's (`fc` of 1000 classes: the backbo
 stays seeded). Loading is strict: a missing, extra or misshapen tensor is an error. (tritonize's own
 `ModelSpec(weights="file.safetensors")` is the other way to bring a trained state dict.)
 
-    tritonize export examples/resnet18_transfer.py:SPEC --out art
-    tritonize optimize examples/resnet18_transfer.py:SPEC --out art --variants fp32 ort_opt int8_static
+    tritonize export examples/resnet18_transfer.py:SPEC --artifacts art
+    tritonize optimize examples/resnet18_transfer.py:SPEC --artifacts art --variants fp32 ort_opt int8_static
     tritonize repo examples/resnet18_transfer.py:SPEC --artifacts art --out repo
     tritonize serve --repo repo
 """

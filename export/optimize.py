@@ -226,7 +226,7 @@ def variant_thread_profile(root: Path, spec: ModelSpec, variant: str) -> ThreadP
         where = f"model {spec.name!r}: {model_dir(root, spec) / MANIFEST}, variant {variant}"
         return ThreadProfile.from_json(data, where)
     except ValueError as e:
-        raise ArtifactError(f"{e}; run `tritonize optimize {spec.reference} --out {root}` to measure it "
+        raise ArtifactError(f"{e}; run `tritonize optimize {spec.reference} --artifacts {root}` to measure it "
                             f"again") from None
 
 
@@ -273,7 +273,7 @@ def chosen_variant(root: Path, spec: ModelSpec) -> tuple[str, Path]:
     manifest = load_manifest(root, spec)
     optimize = manifest.get("optimize")
     where = model_dir(root, spec) / MANIFEST
-    again = f"run `tritonize optimize {spec.reference} --out {root}` to choose again"
+    again = f"run `tritonize optimize {spec.reference} --artifacts {root}` to choose again"
     if optimize is not None and not isinstance(optimize, dict):
         raise ArtifactError(f"model {spec.name!r}: {where}: expected 'optimize' to be optimize's report, got "
                             f"{json.dumps(optimize)[:200]}; {again}")

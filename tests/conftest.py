@@ -27,6 +27,41 @@ def _load_s3_fixtures():
     return sys.modules[name]
 
 
+# The fast tier (`make test-fast`): the tests that start no tritonserver and build no built-in model,
+# for the inner loop; `make test` (CI) stays the whole suite. A test is slow when it is marked `server`
+# or `heavy`, or needs a fixture that exports the built-in models or starts a server; in the fast tier a server
+# start fails the test, naming the marker it lacks, so the tier cannot grow slow unnoticed.
+HEAVY_FIXTURES = frozenset({"artifacts", "cpu_repository", "server", "guarded", "serve_cli", "serve_tiny",
+                            "serve_any", "text_server", "mlp_pair", "affine_trio"})
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true", default=False,
+                     help="the fast tier: only tests that start no tritonserver and build no built-in model")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--fast"):
+        return
+    slow = [i for i in items if i.get_closest_marker("server") or i.get_closest_marker("heavy")
+            or HEAVY_FIXTURES & set(i.fixturenames)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [i for i in items if i not in set(slow)]
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_server(request, monkeypatch):
+    if request.config.getoption("--fast"):
+        from tritonize.serving.server import TritonServer
+
+        def refuse(self):
+            pytest.fail(f"{request.node.nodeid} starts a tritonserver: mark it @pytest.mark.server "
+                        "(the fast tier, pytest --fast, starts none)")
+
+        monkeypatch.setattr(TritonServer, "start", refuse)
+
+
 # A moto S3 server on loopback, one for the session (`s3_store`), and its AWS_* variables in os.environ
 # for one test (`s3_env`).
 s3_store = _load_s3_fixtures().s3_store

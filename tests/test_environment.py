@@ -216,6 +216,7 @@ def torch_index(tmp_path):
 
 
 @pytest.mark.locked_env
+@pytest.mark.heavy  # a whole venv
 def test_without_a_wheel_folder_torch_comes_from_the_torch_index(tmp_path, torch_index):
     """`make setup` on a machine whose pip names no folder of wheels: uv takes torch's CPU build from
     TORCH_INDEX (PyTorch's CPU index; here a stand-in on loopback), checked against the lock's hash."""

@@ -55,8 +55,8 @@ def test_a_users_model_file_goes_through_every_stage_to_a_real_server(tmp_path_f
     (home / "my_model.py").write_text(USER_FILE)
     monkeypatch.chdir(home)
     reference = "my_model.py:spec"
-    assert main(["export", reference, "--out", "art"]) == 0
-    assert main(["optimize", reference, "--out", "art", "--variants", "fp32", "int8"]) == 0
+    assert main(["export", reference, "--artifacts", "art"]) == 0
+    assert main(["optimize", reference, "--artifacts", "art", "--variants", "fp32", "int8"]) == 0
     assert main(["repo", reference, "--artifacts", "art", "--out", "repo", "--variant", "image_and_tokens=fp32"]) == 0
 
     spec = get_spec(reference)

@@ -17,6 +17,7 @@ def _run(*args):
                           env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
 
 
+@pytest.mark.heavy  # every kernel row in the interpreter
 def test_smoke_run_checks_every_kernel_row_and_writes_both_files(tmp_path):
     proc = _run("--smoke", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -76,7 +76,7 @@ def exported(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tritonize.models.registry, "_RESOLVED", {})
         patch.chdir(home)
-        assert main(["export", REFERENCE, "--out", "art"]) == 0
+        assert main(["export", REFERENCE, "--artifacts", "art"]) == 0
     return home
 
 
@@ -94,7 +94,7 @@ def test_the_classifier_goes_from_its_file_to_a_real_server_text_in(exported, mo
     _fewer_rows(monkeypatch, 32)
     home = exported
     monkeypatch.chdir(home)
-    assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32"]) == 0
+    assert main(["optimize", REFERENCE, "--artifacts", "art", "--variants", "fp32"]) == 0
     assert main(["repo", REFERENCE, "--artifacts", "art", "--out", "repo"]) == 0
 
     spec = get_spec(REFERENCE)
@@ -123,6 +123,7 @@ def test_the_classifier_goes_from_its_file_to_a_real_server_text_in(exported, mo
     assert (on_topic.max(axis=1) > 0.8).all(), on_topic
 
 
+@pytest.mark.heavy  # exports and quantizes the classifier: about a minute
 def test_int8_refused_on_random_tokens_is_chosen_on_the_users_sentences(exported, tmp_path, monkeypatch, capsys):
     """Dynamic INT8 moves this head's probabilities by more than its 0.05 bound on random token ids (text
     no user sends), and by less on real sentences: judged on the user's sentences it is kept, and the
@@ -134,13 +135,14 @@ def test_int8_refused_on_random_tokens_is_chosen_on_the_users_sentences(exported
     (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     choice_file = tmp_path / "art" / "minilm_topics" / "variants" / "choice.json"
 
-    assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32", "int8"]) == 0
+    assert main(["optimize", REFERENCE, "--artifacts", "art", "--variants", "fp32", "int8"]) == 0
     on_random = json.loads(choice_file.read_text())
     assert on_random["chosen"] == "fp32" and "int8" in on_random["rejected"], on_random["rejected"]
     assert on_random["data"]["data"] == "random example inputs"
 
     capsys.readouterr()
-    assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32", "int8", "--data", "sentences.txt"]) == 0
+    assert main(["optimize", REFERENCE, "--artifacts", "art", "--variants", "fp32", "int8",
+                 "--data", "sentences.txt"]) == 0
     choice = json.loads(choice_file.read_text())
     int8 = choice["variants"]["int8"]
     assert choice["chosen"] == "int8" and choice["rejected"] == {}

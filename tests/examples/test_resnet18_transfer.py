@@ -129,8 +129,8 @@ def test_the_example_goes_from_its_file_to_a_real_server(tmp_path_factory, monke
         tritonize.export.optimize.optimize_model, agreement_rows=32, latency_iters=5))
     home = tmp_path_factory.mktemp("users_project")  # the user's own folder, outside the checkout
     monkeypatch.chdir(home)
-    assert main(["export", REFERENCE, "--out", "art"]) == 0
-    assert main(["optimize", REFERENCE, "--out", "art", "--variants", "fp32", "ort_opt"]) == 0
+    assert main(["export", REFERENCE, "--artifacts", "art"]) == 0
+    assert main(["optimize", REFERENCE, "--artifacts", "art", "--variants", "fp32", "ort_opt"]) == 0
     assert main(["repo", REFERENCE, "--artifacts", "art", "--out", "repo"]) == 0  # optimize's pick
 
     spec = get_spec(REFERENCE)

@@ -153,7 +153,7 @@ def test_cli_calibrates_from_a_folder_and_says_what_each_model_was_calibrated_on
     data.mkdir()
     np.savez(data / "mlp.npz", x=np.random.default_rng().standard_normal((16, 784)).astype(np.float32))
     np.savez(data / "resnet.npz", x=np.zeros((1, 3)))
-    code = main(["optimize", "mlp", "--out", str(mlp_artifacts), "--variants", "fp32", "int8_static",
+    code = main(["optimize", "mlp", "--artifacts", str(mlp_artifacts), "--variants", "fp32", "int8_static",
                  "--calibration", str(data)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -173,7 +173,7 @@ def test_cli_refuses_calibration_it_cannot_use_before_any_work(mlp_artifacts, tm
     (data / "empty").mkdir(parents=True)
     np.savez(data / "mlp.npz", x=np.zeros((4, 784), np.float32))
     before = (mlp_artifacts / "mlp" / "variants" / "choice.json").read_bytes()
-    code = main(["optimize", "--out", str(mlp_artifacts)] + [a.format(data=data) for a in args])
+    code = main(["optimize", "--artifacts", str(mlp_artifacts)] + [a.format(data=data) for a in args])
     assert code == 2
     assert message in " ".join(capsys.readouterr().err.split())
     assert (mlp_artifacts / "mlp" / "variants" / "choice.json").read_bytes() == before

@@ -40,7 +40,7 @@ def near_tie(tmp_path, monkeypatch):
     signs = rng.choice([-1.0, 1.0], size=(256, 1))
     rows = (signs * 1e4 * direction + 0.01 * rng.standard_normal((256, 16))).astype(np.float32)
     np.savez(tmp_path / "rows.npz", x=rows)
-    assert main(["export", reference, "--out", "art", "--data", "rows.npz"]) == 0
+    assert main(["export", reference, "--artifacts", "art", "--data", "rows.npz"]) == 0
     return reference, tmp_path
 
 
@@ -52,12 +52,12 @@ def _choice(folder):
 
 def test_int8_refused_on_random_rows_is_kept_on_the_users_rows_and_the_choice_says_why(near_tie, capsys):
     reference, folder = near_tie
-    assert main(["optimize", reference, "--out", "art", "--variants", "fp32", "int8"]) == 0
+    assert main(["optimize", reference, "--artifacts", "art", "--variants", "fp32", "int8"]) == 0
     random_choice = _choice(folder)
     assert random_choice["variants"]["int8"]["parity_ok"] is False and "int8" in random_choice["rejected"]
     assert random_choice["data"]["data"] == "random example inputs"
 
-    assert main(["optimize", reference, "--out", "art", "--variants", "fp32", "int8", "--data", "rows.npz"]) == 0
+    assert main(["optimize", reference, "--artifacts", "art", "--variants", "fp32", "int8", "--data", "rows.npz"]) == 0
     choice = _choice(folder)
     assert choice["variants"]["int8"]["parity_ok"] is True and "int8" not in choice["rejected"]
     assert choice["variants"]["int8"]["top1_agreement"] >= 0.9
@@ -70,7 +70,7 @@ def test_data_that_does_not_fit_the_model_is_refused_before_any_work(near_tie, c
     reference, folder = near_tie
     np.savez(folder / "wrong.npz", x=np.zeros((4, 15), np.float32))
     before = _choice(folder) if (folder / "art" / "near_tie" / "variants").exists() else None
-    assert main(["optimize", reference, "--out", "art", "--data", "wrong.npz"]) == 2
+    assert main(["optimize", reference, "--artifacts", "art", "--data", "wrong.npz"]) == 2
     err = capsys.readouterr().err
     assert "data wrong.npz: model 'near_tie' expects x float32 [batch,16]; got x with axis 1 of 15" in err
     assert (_choice(folder) if before else None) == before
@@ -141,5 +141,5 @@ def test_a_folder_may_hold_sentences_and_two_files_for_one_model_are_refused(tmp
     (tmp_path / "rows").mkdir()
     (tmp_path / "rows" / "minilm.txt").write_text("hello\n")
     np.savez(tmp_path / "rows" / "minilm.npz", text=np.array(["hello"]))
-    assert main(["optimize", "minilm", "--out", str(tmp_path / "art"), "--data", str(tmp_path / "rows")]) == 2
+    assert main(["optimize", "minilm", "--artifacts", str(tmp_path / "art"), "--data", str(tmp_path / "rows")]) == 2
     assert "expected one file per model, got both minilm.npz and minilm.txt" in capsys.readouterr().err

@@ -87,14 +87,14 @@ def test_cli_unknown_model_lists_known_ones(capsys):
 
 
 def test_cli_optimize_without_export_says_how(tmp_path, capsys):
-    assert main(["optimize", "cnn", "--out", str(tmp_path)]) == 2
+    assert main(["optimize", "cnn", "--artifacts", str(tmp_path)]) == 2
     assert "tritonize export cnn" in capsys.readouterr().err
 
 
 def test_cli_an_unwritable_output_is_an_error_not_a_traceback(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert main(["export", "mlp", "--out", str(blocker / "artifacts")]) == 2
+    assert main(["export", "mlp", "--artifacts", str(blocker / "artifacts")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and str(blocker / "artifacts") in err and "Traceback" not in err
     assert blocker.read_text() == ""

@@ -68,7 +68,7 @@ def test_tensorrt_plan_configs_parse_against_the_schema(name):
 def test_missing_tensorrt_fails_loudly_with_how_to_get_it(capsys, artifacts):
     with pytest.raises(TensorRTUnavailable, match="nvcr.io/nvidia/tensorrt"):
         require_tensorrt()
-    assert main(["optimize", "mlp", "--out", str(artifacts), "--tensorrt"]) == 2
+    assert main(["optimize", "mlp", "--artifacts", str(artifacts), "--tensorrt"]) == 2
     err = capsys.readouterr().err
     assert "TensorRT" in err and "pip install tensorrt" in err and err.count("error:") == 1
 

@@ -159,6 +159,7 @@ def test_encoder_is_deterministic(encoder):
     assert encoder.bert.pooler is None
 
 
+@pytest.mark.heavy  # a real MiniLM export
 def test_onnx_export_matches_pytorch(encoder, tokenizer, batched, minilm_tokenize, tmp_path):
     import onnx
     import onnxruntime as ort

@@ -132,7 +132,7 @@ def test_a_name_already_taken_is_refused(tmp_path):
 
 def test_the_cli_says_what_is_wrong_in_one_line_with_exit_code_2(tmp_path, capsys):
     path = write_model(tmp_path)
-    assert main(["export", f"{path}:NOPE", "--out", str(tmp_path / "art")]) == 2
+    assert main(["export", f"{path}:NOPE", "--artifacts", str(tmp_path / "art")]) == 2
     err = capsys.readouterr().err
     assert f"{path}:NOPE" in err and "Traceback" not in err and not (tmp_path / "art").exists()
 
