@@ -3,16 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (
-    add_artifacts_argument,
-    add_data_argument,
-    add_models_argument,
-    artifact_root,
-    for_each_model,
-    input_rows_by_model,
-    out,
-    specs,
-)
+from .common import add_artifacts_argument, add_data_argument, add_models_argument, artifact_root, for_each_model
+from .common import input_rows_by_model, out, specs
 
 
 def register(sub) -> None:

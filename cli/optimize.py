@@ -7,16 +7,8 @@ from pathlib import Path
 from rich.markup import escape
 
 from ..artifacts import VARIANTS
-from .common import (
-    CliError,
-    add_artifacts_argument,
-    add_data_argument,
-    add_models_argument,
-    artifact_root,
-    for_each_model,
-    input_rows_by_model,
-    out,
-)
+from .common import CliError, add_artifacts_argument, add_data_argument, add_models_argument, artifact_root
+from .common import for_each_model, input_rows_by_model, out
 from .common import specs as models
 
 
