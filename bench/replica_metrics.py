@@ -9,12 +9,14 @@ what would drive the replica count in a cluster.
 """
 from __future__ import annotations
 
-import json
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from ..serving.endpoints_file import EndpointsFileError
+from ..serving.endpoints_file import read_endpoints as read_endpoints_file
 
 COUNTERS = {"nv_inference_request_success": "success", "nv_inference_request_failure": "failure",
             "nv_inference_queue_duration_us": "queue_us"}
@@ -45,16 +47,14 @@ class ReplicaLoad:
 def read_endpoints(path: str | Path) -> list[dict]:
     """The replicas of an endpoints file (`tritonize serve --replicas N --endpoints-file F`): grpc and metrics."""
     try:
-        entries = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
     except (OSError, ValueError) as e:
         raise MetricsError(f"expected an endpoints file (a JSON list that `tritonize serve --endpoints-file` "
                            f"writes), got {path}: {e}") from None
-    if not isinstance(entries, list) or not entries or not all(
-            isinstance(e, dict) and isinstance(e.get("grpc"), str) and isinstance(e.get("metrics"), str)
-            for e in entries):
-        raise MetricsError(f"expected a JSON list of objects with 'grpc' and 'metrics' in {path}, got "
-                           f"{json.dumps(entries)[:120]}")
-    return entries
+    try:
+        return read_endpoints_file(text, required=("grpc", "metrics"))
+    except EndpointsFileError as e:
+        raise MetricsError(f"expected a JSON list of objects with 'grpc' and 'metrics' in {path}, {e}") from None
 
 
 def read_counters(metrics_url: str, model: str | None = None, timeout_s: float = 5.0) -> Counters:

@@ -190,7 +190,7 @@ def _run_one(args, key, key_where, write_key_to, placement) -> int:
     from ..serving.admin import write_admin_key_file
     from ..serving.health import ModelHealth
     from ..serving.idle import poll_idle
-    from ..serving.replicas import ReplicaEndpoint, write_endpoints_file
+    from ..serving.replicas import endpoint_of, write_endpoints_file
     from ..serving.server import TritonServer
 
     given = {kind: getattr(args, f"{kind}_port") for kind in DEFAULT_PORTS}
@@ -215,7 +215,7 @@ def _run_one(args, key, key_where, write_key_to, placement) -> int:
             if args.health_interval > 0:
                 health = ModelHealth(server, args.health_interval, report=_health_line).start()
             if args.endpoints_file is not None:
-                endpoints_file = write_endpoints_file(args.endpoints_file, [ReplicaEndpoint.of(server)])
+                endpoints_file = write_endpoints_file(args.endpoints_file, [endpoint_of(server)])
             out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
                       f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
                       f"  admin key: {key_where}\n"

@@ -20,7 +20,6 @@ a half-written file must not take the endpoints away from calls that are working
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from socket import getaddrinfo
 from typing import Sequence, Union
 
+from ..serving.endpoints_file import EndpointsFileError, read_endpoints
 from .endpoints import DEFAULT_PORT, normalize_url, split_host_port
 
 log = logging.getLogger(__name__)
@@ -127,26 +127,19 @@ class EndpointsFile(Source):
 
 def parse_endpoints(text: str, path: Path) -> list[str]:
     """The gRPC URLs of an endpoints file's `[{"grpc": "host:port", ...}, ...]`."""
-    expected = 'expected a JSON list of {"grpc": "host:port", ...} objects'
     try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DiscoveryError(f"endpoints file {path}: {expected}, got invalid JSON ({e})") from None
-    if not isinstance(entries, list):
-        raise DiscoveryError(f"endpoints file {path}: {expected}, got a JSON {type(entries).__name__}")
+        entries = read_endpoints(text, required=("grpc",))
+    except EndpointsFileError as e:
+        raise DiscoveryError(f'endpoints file {path}: expected a JSON list of {{"grpc": "host:port", ...}} objects, '
+                             f"{e}") from None
     urls = []
     for i, entry in enumerate(entries):
-        grpc = entry.get("grpc") if isinstance(entry, dict) else None
-        if not isinstance(grpc, str):
-            raise DiscoveryError(f"endpoints file {path}: {expected}, got entry {i} = {json.dumps(entry)[:120]}")
         try:
-            url = normalize_url(grpc, f'endpoints file {path}: entry {i}: expected "grpc": "host:port"')
+            url = normalize_url(entry["grpc"], f'endpoints file {path}: entry {i}: expected "grpc": "host:port"')
         except ValueError as e:
             raise DiscoveryError(str(e)) from None
         if url not in urls:
             urls.append(url)
-    if not urls:
-        raise DiscoveryError(f"endpoints file {path}: {expected}, got an empty list (no server)")
     return urls
 
 

@@ -27,10 +27,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..artifacts import ONNX_FILE
+
 DEFAULT_ROWS = 8
 READY_TIMEOUT_S = 120.0
 FALLBACK_ATOL = 1e-4  # a model tritonize has no spec for: plain np.allclose at this absolute tolerance
-ONNX_FILE = "model.onnx"
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
 

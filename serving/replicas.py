@@ -3,28 +3,22 @@
 `Replicas` starts N `TritonServer`s side by side on free loopback ports, with one admin key for all (as
 the pods of one Deployment share one Secret), each with its own model-health loop (serving/health.py) as
 a single `serve` has, and stops them all in parallel, each with its drain. `endpoints()` gives each
-replica's addresses and its tritonserver's pid, and `write_endpoints_file` writes them as a JSON list
-that clients and scripts read:
-
-    [{"grpc": "127.0.0.1:PORT", "http": "127.0.0.1:PORT", "metrics": "http://127.0.0.1:PORT/metrics",
-      "pid": 1234}, ...]
+replica's addresses and its tritonserver's pid, and `write_endpoints_file` writes them as the JSON list
+that clients and scripts read (serving/endpoints_file.py, the file's one writer and one reader).
 
 It is for tests and demos of what clients see of a cluster (round-robin, failover, a drained or killed
 replica), not an orchestrator: a replica that dies stays dead, nothing is rescheduled or scaled.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from .admin import check_admin_key, new_admin_key
+from .endpoints_file import ReplicaEndpoint, check_endpoints_path, write_endpoints_file  # noqa: F401 (re-exported)
 from .health import DEFAULT_INTERVAL_S, ModelHealth
 from .placement import Placement
 from .ports import distinct_free_ports
@@ -33,52 +27,11 @@ from .server import DEFAULT_DRAIN_S, ServerError, TritonServer
 PORTS_PER_SERVER = 3  # http, grpc, metrics
 
 
-@dataclass(frozen=True)
-class ReplicaEndpoint:
-    """Where one replica answers, as the endpoints file has it."""
-    grpc: str  # host:port, as gRPC clients take it
-    http: str  # host:port
-    metrics: str  # http://host:port/metrics
-    pid: int  # the tritonserver process: a reader can tell a stale file (pid gone) from a live one
-
-    @classmethod
-    def of(cls, server: TritonServer) -> "ReplicaEndpoint":
-        if server.process is None:
-            raise ServerError(f"{server!r}: expected a started server, got one not running")
-        return cls(server.grpc_url, server.http_url, server.metrics_url, server.process.pid)
-
-    def to_json(self) -> dict[str, str | int]:
-        return asdict(self)
-
-
-def write_endpoints_file(path: str | os.PathLike, endpoints: Sequence[ReplicaEndpoint]) -> Path:
-    """Write `endpoints` to `path` as a JSON list, atomically: a temporary file in the same folder, then a
-    rename over `path`, so a reader sees the whole old file or the whole new one, never half of one."""
-    path = Path(path)
-    check_endpoints_path(path)
-    text = json.dumps([e.to_json() for e in endpoints], indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # addresses and pids, no secret: any local client may read them (mkstemp made 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def check_endpoints_path(path: Path) -> None:
-    """Refuse an endpoints file that could not be written, before any server starts."""
-    if path.is_dir():
-        raise ValueError(f"endpoints file {path}: expected a file path, got a folder")
-    if not path.parent.is_dir():
-        raise ValueError(f"endpoints file {path}: expected a file in an existing folder, got {path.parent}, "
-                         "which is not a folder")
+def endpoint_of(server: TritonServer) -> ReplicaEndpoint:
+    """Where a started server answers, as the endpoints file has it."""
+    if server.process is None:
+        raise ServerError(f"{server!r}: expected a started server, got one not running")
+    return ReplicaEndpoint(server.grpc_url, server.http_url, server.metrics_url, server.process.pid)
 
 
 class Replicas:
@@ -135,7 +88,7 @@ class Replicas:
         their health loops. If any fails to start, all are stopped and its error is raised, naming it."""
         try:
             self._each(lambda i, server: server.start(), "start")
-            self._started = [ReplicaEndpoint.of(s) for s in self.servers]
+            self._started = [endpoint_of(s) for s in self.servers]
             if self.health_interval_s > 0:
                 for i, server in enumerate(self.servers):
                     self.health[i] = ModelHealth(server, self.health_interval_s, self._reporter(i)).start()
