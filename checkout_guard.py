@@ -34,12 +34,6 @@ def _is_root(entry: str, cwd: str, resolved: dict[tuple[str, str], bool]) -> boo
     return resolved[key]
 
 
-def _own_module(name: str) -> bool:
-    """Whether `name` is one of tritonize's modules in the checkout (a package or a .py file)."""
-    return (os.path.isfile(os.path.join(ROOT, name, "__init__.py"))
-            or os.path.isfile(os.path.join(ROOT, name + ".py")))
-
-
 class CheckoutGuard:
     """A meta path finder placed before Python's own: see the module's docstring."""
 
@@ -55,10 +49,11 @@ class CheckoutGuard:
             return None
         entries = [str(e) for e in sys.path]
         rooted = [e for e in entries if _is_root(e, cwd, self._resolved)]
-        if not rooted or PathFinder.find_spec(fullname, [ROOT]) is None:
+        ours = PathFinder.find_spec(fullname, [ROOT]) if rooted else None
+        if ours is None:
             return None
         elsewhere = PathFinder.find_spec(fullname, [e for e in entries if e not in rooted], target)
-        if elsewhere is not None or not _own_module(fullname):
+        if elsewhere is not None or ours.origin is None:  # no origin: a plain folder (tests/, docs/)
             return elsewhere
         raise ModuleNotFoundError(
             f"No module named {fullname!r}: {os.path.join(ROOT, fullname)} is tritonize's own module, "
@@ -81,9 +76,14 @@ def install_in_environment() -> str:
 
     site_packages = sysconfig.get_path("purelib")
     path = os.path.join(site_packages, PTH_NAME)
-    with open(path + ".tmp", "w") as f:
-        f.write(PTH_LINE)
-    os.replace(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(PTH_LINE)
+        os.replace(path + ".tmp", path)
+    except BaseException:
+        if os.path.exists(path + ".tmp"):
+            os.unlink(path + ".tmp")
+        raise
     return path
 
 

@@ -167,7 +167,7 @@ def _check_options(args) -> None:
         raise CliError(f"--replicas {args.replicas} starts each replica on free ports (listed in --endpoints-file): "
                        f"expected no fixed port, got {', '.join(fixed)}")
     if args.endpoints_file is not None:
-        from ..serving.replicas import check_endpoints_path
+        from ..serving.endpoints_file import check_endpoints_path
 
         try:
             check_endpoints_path(args.endpoints_file)
@@ -190,7 +190,8 @@ def _run_one(args, key, key_where, write_key_to, placement) -> int:
     from ..serving.admin import write_admin_key_file
     from ..serving.health import ModelHealth
     from ..serving.idle import poll_idle
-    from ..serving.replicas import endpoint_of, write_endpoints_file
+    from ..serving.endpoints_file import write_endpoints_file
+    from ..serving.replicas import endpoint_of
     from ..serving.server import TritonServer
 
     given = {kind: getattr(args, f"{kind}_port") for kind in DEFAULT_PORTS}

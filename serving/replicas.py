@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .admin import check_admin_key, new_admin_key
-from .endpoints_file import ReplicaEndpoint, check_endpoints_path, write_endpoints_file  # noqa: F401 (re-exported)
+from .endpoints_file import ReplicaEndpoint, write_endpoints_file
 from .health import DEFAULT_INTERVAL_S, ModelHealth
 from .placement import Placement
 from .ports import distinct_free_ports

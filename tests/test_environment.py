@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import zipfile
 from pathlib import Path
@@ -103,8 +104,7 @@ def scratch_venv(tmp_path_factory):
     site = Path(run([str(python), "-P", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                     folder).stdout.strip())
     # tritonize's in-place install is setuptools' editable finder and its .pth: the same files here.
-    ours = Path(run([sys.executable, "-P", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                    folder).stdout.strip())
+    ours = Path(sysconfig.get_path("purelib"))
     editable = list(ours.glob("__editable__*tritonize*"))
     assert editable, f"tritonize is not installed in place in {ours} (make setup does that)"
     for path in editable:
