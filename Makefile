@@ -99,6 +99,8 @@ WHEEL_CHECK_DIR ?= build/wheel-check
 WHEEL_CHECK_MODELS ?= mlp
 wheel-check: setup
 	rm -rf $(WHEEL_CHECK_DIR) && mkdir -p $(WHEEL_CHECK_DIR)/dist $(WHEEL_CHECK_DIR)/work
+	@# setuptools packs whatever its build folders hold, the files of modules since moved or removed too.
+	rm -rf build/lib build/bdist.*
 	$(VENV)/bin/python -P -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		-w $(WHEEL_CHECK_DIR)/dist .
 	$(PYTHON) -P -m venv --without-pip $(WHEEL_CHECK_DIR)/venv

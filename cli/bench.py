@@ -1,11 +1,15 @@
 """`tritonize bench`: in-process and served latency and throughput in one report, judged against the
-user's own constraints (--slo); `--project` adds the project's own studies and targets."""
+user's own constraints (--slo); `--project` adds the project's own studies and targets, which live in
+the checkout's studies/ folder (tritonize.studies) and are not installed with the wheel."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..artifacts import DEFAULT_RESULTS, DEFAULT_ROOT
-from .common import add_models_argument, console, out
+from .common import CliError, add_models_argument, console, out
+
+NO_STUDIES = ("--project runs the project's own studies, which are not installed: they run from a checkout of "
+              "tritonize (clone it, `make setup`, then `.venv/bin/tritonize bench --project`)")
 
 
 def register(sub) -> None:
@@ -40,11 +44,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def project_studies():
+    """The project's studies for the suite (studies/project.py), or a CliError saying where they run."""
+    try:
+        from ..studies.project import ProjectBenchmark
+    except ModuleNotFoundError as e:
+        if e.name not in ("tritonize.studies", "tritonize.studies.project"):
+            raise  # a dependency of the studies is missing: its own error says which
+        raise CliError(NO_STUDIES) from None
+    return ProjectBenchmark
+
+
 def run(args) -> int:
-    from ..bench.progress import RichStageProgress
-    from ..bench.suite import SuiteOptions, parse_slo, run_suite
+    from ..bench.suite.options import SuiteOptions, parse_slo
+    from ..bench.suite.run import run_suite
+    from ..bench.suite.progress import RichStageProgress
     from ..models import model_names
     from .tables import FitMarkdown
+
+    studies = project_studies() if args.project else None  # before anything is measured
 
     make = SuiteOptions.quick_defaults if args.quick else SuiteOptions
     opts = make(models=args.models or model_names("onnx"), artifacts=args.artifacts, results_root=args.results,
@@ -55,7 +73,7 @@ def run(args) -> int:
     if args.duration is not None:
         opts.duration_s = args.duration
     with RichStageProgress(console) as progress:
-        folder = run_suite(opts, progress)
+        folder = run_suite(opts, progress, studies)
     out.print(FitMarkdown((folder / "summary.md").read_text()))
     out.print(f"[bold green]report[/]: {folder}")
     return 0

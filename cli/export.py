@@ -18,14 +18,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def export_table(manifests: list[dict], root: Path):
+def export_table(exported: list, root: Path):
     from .tables import Col, FitTable
 
     table = FitTable(Col("model", key=True), Col("exporter", priority=1), Col("opset"),
                      Col("max |err| vs PyTorch", key=True), Col("cases", priority=2), title=f"ONNX export -> {root}")
-    for m in manifests:
-        table.add_row(m["model"], m["export"]["exporter"], str(m["export"]["opset"]),
-                      f"{m['parity']['max_abs_err']:.2e}", str(m["parity"]["cases"]))
+    for artifacts in exported:  # model_artifacts.ModelArtifacts
+        export = artifacts.manifest.export
+        table.add_row(artifacts.spec.name, export.exporter, str(export.opset), f"{export.max_abs_err:.2e}",
+                      str(export.cases))
     return table
 
 
@@ -35,7 +36,7 @@ def run(args) -> int:
     root = artifact_root(args, "export")
     chosen = specs(args.models)
     data = input_rows_by_model(chosen, args.data, "--data", "data")
-    manifests = for_each_model(chosen, "exporting", lambda s, step: export_model(s, root, args.exporter, args.opset,
-                                                                                   step, data=data.get(s.name)))
-    out.print(export_table(manifests, root))
+    exported = for_each_model(chosen, "exporting", lambda s, step: export_model(s, root, args.exporter, args.opset,
+                                                                                  step, data=data.get(s.name)))
+    out.print(export_table(exported, root))
     return 0

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..artifacts import DEFAULT_RESULTS, DEFAULT_ROOT
 from .common import CliError, console, out
 
-SERVER_NAMES = ("tritonize", "mosec-batched", "mosec-unbatched", "litserve", "litserve-batched")  # bench/peers.py
+# The servers bench/peers/compare.py knows (a test keeps the two equal).
+SERVER_NAMES = ("tritonize", "mosec-batched", "mosec-unbatched", "litserve", "litserve-batched")
 
 
 def register(sub) -> None:
@@ -24,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--envs", type=Path, metavar="DIR",
                    help="where the peers' venvs are built and reused (default: ~/.cache/tritonize/peers)")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT,
-                   help="artifact root; models missing there are exported (default: %(default)s)")
+                   help="artifact root; models missing or stale there are exported and optimized, as by `tritonize run` "
+                        "(default: %(default)s)")
     p.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
                    help="auto: wrk where installed (a few microseconds of CPU a request), else tritonize's Python "
                         "senders (tens of microseconds: at 32 clients they take CPU the servers need)")
@@ -37,9 +39,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench.peer_envs import PeerError
-    from ..bench.peer_report import markdown
-    from ..bench.peers import PeersOptions, run_peers
+    from ..bench.peers.compare import PeersOptions, run_peers
+    from ..bench.peers.envs import PeerError
+    from ..bench.peers.report import markdown
+    from ..pipeline.current import current_artifacts
     from .tables import FitMarkdown
 
     opts = PeersOptions(models=tuple(args.models), levels=tuple(args.levels), rounds=args.rounds,
@@ -47,8 +50,12 @@ def run(args) -> int:
                         load_generator=args.load_generator, peer_threads=args.peer_threads)
     if args.envs is not None:
         opts.envs = args.envs
+
+    def progress(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+
     try:
-        results = run_peers(opts, progress=lambda line: console.print(line, highlight=False, markup=False))
+        results = run_peers(opts, progress, current=lambda specs: current_artifacts(specs, opts.artifacts, progress))
     except PeerError as e:
         raise CliError(str(e)) from None
     out.print(FitMarkdown(markdown(results)))

@@ -1,13 +1,11 @@
-"""`tritonize run`: the main job, every stage in order on the CPU (cli/pipeline.py), then its tables."""
+"""`tritonize run`: the main job, every stage in order on the CPU (pipeline/main_job.py), then its tables."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..artifacts import DEFAULT_REPOSITORY, DEFAULT_RESULTS, DEFAULT_ROOT
+from ..pipeline import DEFAULT_MODELS
 from .common import add_models_argument, console, out
-
-# The main job's models: every built-in ONNX model and the kernel models of the cnn and the transformer.
-DEFAULT_MODELS = ("mlp", "cnn", "lstm", "transformer", "minilm", "cnn_fused", "transformer_flash")
 
 
 def register(sub) -> None:
@@ -21,7 +19,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def served_table(report: dict, repository: Path):
+def served_table(report, repository: Path):
     """The run's table: per served model, what was done to its artifacts and whether the server's
     answer matched in-process; on a narrow console the artifacts' note and the first call's time give
     way first (wrapped, then left out), never the model, the verdict or the error."""
@@ -31,17 +29,17 @@ def served_table(report: dict, repository: Path):
     table = FitTable(Col("model", key=True), Col("artifacts", priority=1), Col("served == in-process", key=True),
                      Col("max |err|", key=True), Col("first call (ms)", priority=2),
                      title=f"served by tritonserver from {repository}")
-    for row in report["served"]:
-        spec = get_spec(row["model"])
-        source = report["artifacts"].get(spec.base_model or spec.name, "")
-        table.add_row(row["model"], source, "[green]yes" if row["ok"] else "[red]no", f"{row['max_abs_err']:.2e}",
-                      f"{row['latency_ms']:.2f}")
+    for check in report.served:  # pipeline.main_job.MainJobReport
+        spec = get_spec(check.model)
+        done = report.done.get(spec.base_model or spec.name, "")
+        table.add_row(check.model, done, "[green]yes" if check.ok else "[red]no", f"{check.max_abs_err:.2e}",
+                      f"{check.latency_ms:.2f}")
     return table
 
 
 def run(args) -> int:
-    from ..bench.progress import RichStageProgress
-    from .pipeline import RunOptions, run_bench, run_main_job
+    from ..bench.suite.progress import RichStageProgress
+    from ..pipeline.main_job import RunOptions, run_bench, run_main_job
     from .tables import FitMarkdown
 
     opts = RunOptions(models=tuple(args.models) if args.models else RunOptions.models, artifacts=args.artifacts,

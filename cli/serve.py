@@ -157,6 +157,8 @@ def _signal_name(caught: list[int]) -> str:
 def _check_options(args) -> None:
     if not args.drain_seconds >= 0:
         raise CliError(f"--drain-seconds: expected seconds >= 0, got {args.drain_seconds:g}")
+    if not args.timeout > 0:
+        raise CliError(f"--timeout: expected seconds > 0, got {args.timeout:g}")
     if not args.health_interval >= 0:
         raise CliError(f"--health-interval: expected seconds >= 0 (0: no checks), got {args.health_interval:g}")
     if args.replicas < 1:
@@ -178,74 +180,74 @@ def _check_options(args) -> None:
 def run(args) -> int:
     _check_options(args)
     key, key_where, write_key_to = admin_key_source(args.admin_key_file)
-    placement = _placement(args.server_cpus, args.instance_cpus, args.stubs_alone)
-    if args.replicas > 1:
-        return _run_replicas(args, key, key_where, write_key_to, placement)
-    return _run_one(args, key, key_where, write_key_to, placement)
+    config = server_config(args, key)
+    served = _Replicas(args, config) if args.replicas > 1 else _One(args, config)
+    return _serve(args, served, key is None, key_where, write_key_to)
 
 
-def _run_one(args, key, key_where, write_key_to, placement) -> int:
+def server_config(args, key: str | None):
+    """The one ServerConfig (serving/config.py) of every server serve starts: a single one on the ports
+    given (tritonserver's own by default), replicas each on free ones; a new admin key when `key` is None."""
+    from ..serving.config import ServerConfig
+
+    ports = {}
+    if args.replicas == 1:
+        given = {kind: getattr(args, f"{kind}_port") for kind in DEFAULT_PORTS}
+        ports = {f"{kind}_port": DEFAULT_PORTS[kind] if port is None else port for kind, port in given.items()}
+    # stop_timeout_s: the config's default, the drain and 30 s more for tritonserver to exit.
+    return ServerConfig(**ports, binary=args.server, ready_timeout_s=args.timeout, admin_key=key,
+                        placement=_placement(args.server_cpus, args.instance_cpus, args.stubs_alone),
+                        drain_s=args.drain_seconds, memory_bound=args.memory_bound)
+
+
+def _serve(args, served, new_key: bool, key_where: str, write_key_to: Path | None) -> int:
+    """Start `served` (one server or the replicas), say where it answers, and serve until a signal or its
+    end; then drain and stop it. What differs between one server and replicas is `served`'s."""
     import time
 
     from ..serving.admin import write_admin_key_file
-    from ..serving.health import ModelHealth
-    from ..serving.idle import poll_idle
     from ..serving.endpoints_file import write_endpoints_file
-    from ..serving.replicas import endpoint_of
-    from ..serving.server import TritonServer
+    from ..serving.idle import poll_idle
 
-    given = {kind: getattr(args, f"{kind}_port") for kind in DEFAULT_PORTS}
-    ports = {f"{kind}_port": DEFAULT_PORTS[kind] if port is None else port for kind, port in given.items()}
-    server = TritonServer(args.repo, args.models or None, **ports, binary=args.server,
-                          ready_timeout_s=args.timeout, placement=placement, admin_key=key,
-                          drain_s=args.drain_seconds, stop_timeout_s=max(30.0, args.drain_seconds + 30.0),
-                          memory_bound=args.memory_bound)
     host = contextlib.ExitStack()
-    health = None
     endpoints_file = None
     with _stop_on_signals() as (stop, caught):
         try:
             if args.poll_idle:
                 host.enter_context(poll_idle())
-            with console.status(f"starting {server.binary.path} on {args.repo}"):
-                server.start()
-            if key is None:
-                path = write_key_to or server.workdir / KEY_FILE_NAME
-                write_admin_key_file(path, server.admin_key)
-                key_where = key_where.format(path)
-            if args.health_interval > 0:
-                health = ModelHealth(server, args.health_interval, report=_health_line).start()
-            if args.endpoints_file is not None:
-                endpoints_file = write_endpoints_file(args.endpoints_file, [endpoint_of(server)])
-            out.print(f"[bold green]ready[/]: models {', '.join(server.models)}\n"
-                      f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n  metrics {server.metrics_url}\n"
-                      f"  admin key: {key_where}\n"
-                      + (f"  endpoints file: {endpoints_file}\n" if endpoints_file else "")
-                      + (f"  placement: {server.placement.describe()}\n" if server.placement else "")
-                      + ("  idle cores poll (PM QoS CPU latency 0 us, held until the server stops)\n"
-                         if args.poll_idle else "")
-                      + (f"  model health: stubs checked every {args.health_interval:g} s\n" if health else "")
-                      + f"Ctrl-C (or SIGTERM, SIGHUP) drains for up to {args.drain_seconds:g} s and stops the server.",
-                      highlight=False)
+            with console.status(served.starting()):
+                served.start()
+            if new_key:  # one key for all replicas, in the first one's work folder unless a file was named
+                path = write_key_to or served.servers[0].workdir / KEY_FILE_NAME
+                write_admin_key_file(path, served.servers[0].admin_key)
+                key_where = served.key_note(key_where.format(path))
+            if args.endpoints_file is not None:  # written once all are ready: its appearance means "serving"
+                endpoints_file = write_endpoints_file(args.endpoints_file, served.endpoints())
+            served.say_ready(key_where, _notes(args, served, endpoints_file))
             while not stop.wait(0.5):
-                if server.process.poll() is not None:
-                    raise CliError(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}")
-            console.print(f"{_signal_name(caught)}: draining (not ready, new requests refused, up to "
+                served.watch()
+            console.print(f"{_signal_name(caught)}: {served.draining()} (not ready, new requests refused, up to "
                           f"{args.drain_seconds:g} s for those in flight)...", highlight=False)
             _remove(endpoints_file)
             started = time.monotonic()
-            if health is not None:
-                health.stop()
-            code = server.stop()
-            console.print(f"stopped in {time.monotonic() - started:.1f} s (tritonserver exit code {code})",
-                          highlight=False)
-            return 0
+            codes = served.stop()
+            console.print(f"stopped in {time.monotonic() - started:.1f} s (tritonserver {codes})", highlight=False)
+            return served.outcome()
         finally:
             _remove(endpoints_file)
-            if health is not None:
-                health.stop()
-            server.close()
+            served.close()
             host.close()
+
+
+def _notes(args, served, endpoints_file: Path | None) -> str:
+    """The ready message's lines on what applies to every server."""
+    many = len(served.servers) > 1
+    placement = served.servers[0].placement
+    stop = "servers stop" if many else "server stops"
+    return ((f"  endpoints file: {endpoints_file}\n" if endpoints_file else "")
+            + (f"  placement{' (each replica)' if many else ''}: {placement.describe()}\n" if placement else "")
+            + (f"  idle cores poll (PM QoS CPU latency 0 us, held until the {stop})\n" if args.poll_idle else "")
+            + (f"  model health: stubs checked every {args.health_interval:g} s\n" if args.health_interval > 0 else ""))
 
 
 def _health_line(line: str) -> None:
@@ -259,74 +261,129 @@ def _remove(path) -> None:
             path.unlink()
 
 
-def _run_replicas(args, key, key_where, write_key_to, placement) -> int:
-    import json
-    import time
+class _One:
+    """One server on fixed ports, with its model-health loop; if it dies, serve ends with its log."""
 
-    from rich.markup import escape
+    def __init__(self, args, config):
+        from ..serving.server import TritonServer
 
-    from ..serving.admin import write_admin_key_file
-    from ..serving.idle import poll_idle
-    from ..serving.replicas import Replicas
+        self.args = args
+        self.server = TritonServer(args.repo, args.models or None, config=config)
+        self.servers = [self.server]
+        self.health = None
 
-    replicas = Replicas(args.repo, args.replicas, args.models or None, admin_key=key,
-                        health_interval_s=args.health_interval, report=_health_line, binary=args.server,
-                        ready_timeout_s=args.timeout, placement=placement, drain_s=args.drain_seconds,
-                        stop_timeout_s=max(30.0, args.drain_seconds + 30.0), memory_bound=args.memory_bound)
-    host = contextlib.ExitStack()
-    endpoints_file = None
-    with _stop_on_signals() as (stop, caught):
-        try:
-            if args.poll_idle:
-                host.enter_context(poll_idle())
-            with console.status(f"starting {args.replicas} x {replicas.servers[0].binary.path} on {args.repo}"):
-                replicas.start()
-            if key is None:  # one key for all replicas, in the first one's work folder unless a file was named
-                path = write_key_to or replicas.servers[0].workdir / KEY_FILE_NAME
-                write_admin_key_file(path, replicas.admin_key)
-                key_where = key_where.format(path).replace("the server stops", "the replicas stop")
-            endpoints = replicas.endpoints()
-            if args.endpoints_file is not None:  # written once all are ready: its appearance means "serving"
-                endpoints_file = replicas.write_endpoints_file(args.endpoints_file)
-            rows = "".join(f"  replica {i}: gRPC {e.grpc}  HTTP {e.http}  metrics {e.metrics}  pid {e.pid}\n"
-                           for i, e in enumerate(endpoints))
-            out.print(f"[bold green]ready[/]: {len(endpoints)} replicas, models {', '.join(replicas.models)}\n{rows}"
-                      f"  admin key (all replicas): {key_where}\n"
-                      + (f"  endpoints file: {endpoints_file}\n" if endpoints_file else "")
-                      + (f"  placement (each replica): {placement.describe()}\n" if placement else "")
-                      + ("  idle cores poll (PM QoS CPU latency 0 us, held until the servers stop)\n"
-                         if args.poll_idle else "")
-                      + (f"  model health: stubs checked every {args.health_interval:g} s\n"
-                         if args.health_interval > 0 else ""),
-                      highlight=False)
-            out.print(json.dumps([e.to_json() for e in endpoints], indent=2), markup=False, highlight=False,
-                      soft_wrap=True)
-            out.print(f"Ctrl-C (or SIGTERM, SIGHUP) drains all {len(endpoints)} replicas for up to "
-                      f"{args.drain_seconds:g} s and stops them.", highlight=False)
-            died: dict[int, int] = {}
-            while not stop.wait(0.5):
-                for i, code in replicas.exited().items():
-                    if i not in died:  # not an orchestrator: reported, not restarted; the others keep serving
-                        died[i] = code
-                        console.print(f"[bold red]replica {i}[/] ({endpoints[i].grpc}): tritonserver exited with "
-                                      f"code {code}; the other replicas keep serving\n"
-                                      f"{escape(replicas.servers[i].log_tail(10))}", highlight=False)
-                if len(died) == len(endpoints):
-                    raise CliError(f"every replica's tritonserver exited (codes {', '.join(map(str, died.values()))})")
-            left = len(endpoints) - len(died)
-            console.print(f"{_signal_name(caught)}: draining {left} replica{'s' if left != 1 else ''} (not ready, new "
-                          f"requests refused, up to {args.drain_seconds:g} s for those in flight)...", highlight=False)
-            _remove(endpoints_file)
-            started = time.monotonic()
-            codes = replicas.stop()
-            console.print(f"stopped in {time.monotonic() - started:.1f} s (tritonserver exit codes "
-                          f"{', '.join('-' if c is None else str(c) for c in codes)})", highlight=False)
-            if died:
-                console.print(f"[bold red]{len(died)} of {len(endpoints)} replicas exited while serving: "
-                              f"{', '.join(f'replica {i} (code {c})' for i, c in died.items())}", highlight=False)
-                return 1
+    def starting(self) -> str:
+        return f"starting {self.server.binary.path} on {self.args.repo}"
+
+    def start(self) -> None:
+        from ..serving.health import ModelHealth
+
+        self.server.start()
+        if self.args.health_interval > 0:
+            self.health = ModelHealth(self.server, self.args.health_interval, report=_health_line).start()
+
+    def key_note(self, where: str) -> str:
+        return where
+
+    def endpoints(self) -> list:
+        from ..serving.replicas import endpoint_of
+
+        return [endpoint_of(self.server)]
+
+    def say_ready(self, key_where: str, notes: str) -> None:
+        s = self.server
+        out.print(f"[bold green]ready[/]: models {', '.join(s.models)}\n"
+                  f"  gRPC    {s.grpc_url}\n  HTTP    {s.http_url}\n  metrics {s.metrics_url}\n"
+                  f"  admin key: {key_where}\n{notes}"
+                  f"Ctrl-C (or SIGTERM, SIGHUP) drains for up to {self.args.drain_seconds:g} s and stops the server.",
+                  highlight=False)
+
+    def watch(self) -> None:
+        if self.server.process.poll() is not None:
+            raise CliError(f"tritonserver exited with code {self.server.process.returncode}\n{self.server.log_tail()}")
+
+    def draining(self) -> str:
+        return "draining"
+
+    def stop(self) -> str:
+        self._stop_health()
+        return f"exit code {self.server.stop()}"
+
+    def outcome(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self._stop_health()
+        self.server.close()
+
+    def _stop_health(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+
+
+class _Replicas:
+    """N servers on free ports (serving/replicas.py runs their health loops): one that dies is reported and
+    stays dead while the others serve (not an orchestrator), and serve then exits 1."""
+
+    def __init__(self, args, config):
+        from ..serving.replicas import Replicas
+
+        self.args = args
+        self.replicas = Replicas(args.repo, args.replicas, args.models or None, config=config,
+                                 health_interval_s=args.health_interval, report=_health_line)
+        self.servers = self.replicas.servers
+        self.died: dict[int, int] = {}
+
+    def starting(self) -> str:
+        return f"starting {len(self.servers)} x {self.servers[0].binary.path} on {self.args.repo}"
+
+    def start(self) -> None:
+        self.replicas.start()
+
+    def key_note(self, where: str) -> str:
+        return where.replace("the server stops", "the replicas stop")
+
+    def endpoints(self) -> list:
+        return self.replicas.endpoints()
+
+    def say_ready(self, key_where: str, notes: str) -> None:
+        import json
+
+        endpoints = self.endpoints()
+        rows = "".join(f"  replica {i}: gRPC {e.grpc}  HTTP {e.http}  metrics {e.metrics}  pid {e.pid}\n"
+                       for i, e in enumerate(endpoints))
+        out.print(f"[bold green]ready[/]: {len(endpoints)} replicas, models {', '.join(self.replicas.models)}\n"
+                  f"{rows}  admin key (all replicas): {key_where}\n{notes}", highlight=False)
+        out.print(json.dumps([e.to_json() for e in endpoints], indent=2), markup=False, highlight=False,
+                  soft_wrap=True)
+        out.print(f"Ctrl-C (or SIGTERM, SIGHUP) drains all {len(endpoints)} replicas for up to "
+                  f"{self.args.drain_seconds:g} s and stops them.", highlight=False)
+
+    def watch(self) -> None:
+        from rich.markup import escape
+
+        for i, code in self.replicas.exited().items():
+            if i not in self.died:  # not an orchestrator: reported, not restarted; the others keep serving
+                self.died[i] = code
+                console.print(f"[bold red]replica {i}[/] ({self.endpoints()[i].grpc}): tritonserver exited with "
+                              f"code {code}; the other replicas keep serving\n"
+                              f"{escape(self.servers[i].log_tail(10))}", highlight=False)
+        if len(self.died) == len(self.servers):
+            raise CliError(f"every replica's tritonserver exited (codes {', '.join(map(str, self.died.values()))})")
+
+    def draining(self) -> str:
+        left = len(self.servers) - len(self.died)
+        return f"draining {left} replica{'s' if left != 1 else ''}"
+
+    def stop(self) -> str:
+        return f"exit codes {', '.join('-' if c is None else str(c) for c in self.replicas.stop())}"
+
+    def outcome(self) -> int:
+        if not self.died:
             return 0
-        finally:
-            _remove(endpoints_file)
-            replicas.close()
-            host.close()
+        console.print(f"[bold red]{len(self.died)} of {len(self.servers)} replicas exited while serving: "
+                      f"{', '.join(f'replica {i} (code {c})' for i, c in self.died.items())}", highlight=False)
+        return 1
+
+    def close(self) -> None:
+        self.replicas.close()

@@ -1,5 +1,5 @@
 """`tritonize stages`: where one request's time goes, stage by stage, for one served model at
-concurrency 1 (bench/stages.py): Triton's trace API, the runner's own step timings in the stub and the
+concurrency 1 (bench/suite/stages.py): Triton's trace API, the runner's own step timings in the stub and the
 client's clock on one time line. docs/latency-floor.md reads its tables."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from ..artifacts import DEFAULT_RESULTS, DEFAULT_ROOT
 from .common import CliError, out
 
-PROTOCOLS = ("grpc", "http", "http-lean")  # bench/served.py's PROTOCOLS; a test keeps the two equal
+PROTOCOLS = ("grpc", "http", "http-lean")  # bench/load/served.py's PROTOCOLS; a test keeps the two equal
 
 
 def register(sub) -> None:
@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench.stages import markdown, measure, write_outputs
+    from ..bench.suite.stages import markdown, measure, write_outputs
     from .tables import FitMarkdown
 
     if args.requests < 1 or args.warmup < 0:

@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from ..bench.replica_metrics import read_counters, read_endpoints, window
+    from ..serving.replica_metrics import read_counters, read_endpoints, window
 
     if not args.interval > 0 or args.count < 0:
         raise CliError(f"expected --interval > 0 and --count >= 0, got {args.interval} and {args.count}")

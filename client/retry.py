@@ -16,7 +16,8 @@ ready" while a server starts or stops) and RESOURCE_EXHAUSTED (a full queue). By
 Never retried: a wrong request (INVALID_ARGUMENT, a model's own error), a restricted call without the
 admin key (UNAVAILABLE too, in Triton's words, but asking again changes nothing), and DEADLINE_EXCEEDED,
 which means the caller's time is up. `Attempts` tracks one call: attempts made, time spent, and the
-call's own deadline, so sync and async clients share it.
+call's own deadline; the one retry flow both clients run (`ClientCore._retried`, see flow.py) asks it
+after each failure whether to wait, go on or give up.
 """
 from __future__ import annotations
 

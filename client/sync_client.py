@@ -4,19 +4,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
 
-from .core import CONTROL_TIMEOUT_S, UNREGISTER_POLL_S, UNREGISTER_WAIT_S, ClientCore, is_in_use
+from .core import UNREGISTER_WAIT_S, ClientCore
 from .endpoints import Endpoint
-from .errors import is_restricted
+from .flow import Flow, FlowRun
 from .model_info import ModelInfo
-from .request import Inputs, Request, build_inputs, build_outputs, concat_outputs, prepare, read_outputs
-from .retry import server_timeout_us
-from .shared_memory import Layout, Region
+from .request import Inputs, concat_outputs
 from .stats import EndpointStats
 
 T = TypeVar("T")
@@ -76,12 +73,10 @@ class TritonClient(ClientCore):
         """Run `model` on `inputs` (dict name -> array, or one array for a one-input model); returns
         output name -> array. Raises RequestError (nothing sent) when the inputs do not fit."""
         info = self._models.get(model) or self.model_info(model)
-        request = prepare(info, inputs, outputs, split_batches=self.split_batches)
-        timeout_s, deadline = self._deadline(timeout_s)
-        if request.batch <= info.max_batch_size:
-            return self._with_retries(model, timeout_s, deadline, self._send, request, counted=True)
-        return concat_outputs([self._with_retries(model, timeout_s, deadline, self._send, chunk, counted=True)
-                               for chunk in request.split(info.max_batch_size)])
+        chunks = self._infer_flows(model, info, inputs, outputs, timeout_s)
+        if len(chunks) == 1:
+            return self._run(chunks[0])
+        return concat_outputs([self._run(chunk) for chunk in chunks])
 
     def model_info(self, model: str, *, refresh: bool = False) -> ModelInfo:
         """The model's inputs, outputs and max batch size, from the server; read once, then cached."""
@@ -92,40 +87,13 @@ class TritonClient(ClientCore):
         with self._info_lock:  # threads that need the same model at once wait for one fetch
             info = None if refresh else self._models.get(model)
             if info is None:
-                timeout_s, deadline = self._deadline(None)
-                info = self._with_retries(model, timeout_s, deadline, self._fetch_info, model)
-                self._models[model] = info
+                info = self._models[model] = self._run(self._info_flow(model))
         return info
 
     def wait_ready(self, timeout_s: float = 30.0, model: str | None = None, *, every: bool = False) -> list[str]:
         """Block until an endpoint (every endpoint with `every=True`) is ready, and `model` too when
         given; returns the ready URLs. Raises NotReadyError after `timeout_s`."""
-        self._check_open()
-        deadline = time.monotonic() + timeout_s
-        last = {}
-        while True:
-            self._maybe_refresh()
-            ready = []
-            for endpoint in self._ring.endpoints:
-                if not self._ring.acquire(endpoint):  # removed meanwhile
-                    continue
-                left = deadline - time.monotonic()
-                try:
-                    t = min(max(left, 0.05), 1.0)
-                    if (endpoint.client.is_server_ready(client_timeout=t)
-                            and (model is None or endpoint.client.is_model_ready(model, client_timeout=t))):
-                        ready.append(endpoint.url)
-                        self._ring.mark_up(endpoint)
-                    else:
-                        last[endpoint.url] = "not ready" if model is None else f"model {model} not ready"
-                except InferenceServerException as e:
-                    last[endpoint.url] = str(e)
-                finally:
-                    self._finish(endpoint, 0.0, False, None)
-            done, pause = self._readiness(ready, last, every, deadline, timeout_s)
-            if done is not None:
-                return done
-            time.sleep(pause)
+        return self._run(self._ready_flow(timeout_s, model, every))
 
     def endpoint_stats(self) -> list[EndpointStats]:
         """A record per endpoint since the client added it: the current ones in order, then recently
@@ -152,46 +120,15 @@ class TritonClient(ClientCore):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- one call, retried ------------------------------------------------------------------------
+    # -- taking a flow's steps (flow.py): blocking calls and sleeps -------------------------------
 
-    def _with_retries(self, model: str, timeout_s: float | None, deadline: float | None,
-                      call: Callable[..., T], *args, counted: bool = False) -> T:
-        """`call(endpoint, client_timeout, *args)`, retried on other endpoints or after a backoff.
-        `counted`: book each attempt in the endpoint's stats (inference, not metadata)."""
-        self._check_open()
-        self._maybe_refresh()
-        ring = self._ring
-        attempts = self._attempts(f"model {model}", timeout_s, deadline)
-        failed_on = None
-        while True:
-            client_timeout = attempts.client_timeout()
-            endpoint = ring.pick(attempts.tried_elsewhere_only)
-            self._note_retry(failed_on, endpoint, counted)
-            if counted:
-                endpoint.counters.sent()
-            sent_at = time.monotonic()
-            try:
-                result = call(endpoint, client_timeout, *args)
-            except InferenceServerException as error:
-                self._finish(endpoint, sent_at, counted, error)
-                wait = self._after_failure(ring, attempts, endpoint, error, sent_at)
-                failed_on = endpoint
-                if wait:
-                    time.sleep(wait)
-                continue
-            except BaseException as error:
-                self._finish(endpoint, sent_at, counted, error)
-                raise
-            self._finish(endpoint, sent_at, counted, None)
-            ring.succeeded(endpoint, sent_at)
-            return result
-
-    def _finish(self, endpoint: Endpoint, sent_at: float, counted: bool, error: BaseException | None) -> None:
-        if self._book(self._ring, endpoint, sent_at, counted, error):
-            try:
-                self._close_endpoint(endpoint)
-            except Exception:  # the call itself went well: closing a removed endpoint must not fail it
-                log.exception("closing removed endpoint %s failed", endpoint.url)
+    @staticmethod
+    def _run(flow: Flow[T]) -> T:
+        run = FlowRun(flow)
+        while not run.finished:
+            with run:
+                run.outcome = run.step.start(time.sleep)
+        return run.result
 
     # -- discovery --------------------------------------------------------------------------------
 
@@ -215,81 +152,15 @@ class TritonClient(ClientCore):
         for endpoint in to_close:
             self._close_endpoint(endpoint)
 
+    def _close_removed(self, endpoint: Endpoint) -> None:
+        try:
+            self._close_endpoint(endpoint)
+        except Exception:  # the call itself went well: closing a removed endpoint must not fail it
+            log.exception("closing removed endpoint %s failed", endpoint.url)
+
     def _close_endpoint(self, endpoint: Endpoint, wait_s: float = 0.0) -> None:
         """Unregister and destroy its shared memory regions, then close its channel."""
         try:
-            for region in endpoint.regions.take_all():
-                endpoint.regions.discard(region)
-            self._unregister_pending(endpoint, wait_s=wait_s)
+            self._run(self._release_regions(endpoint, wait_s))
         finally:
             endpoint.client.close()
-
-    @staticmethod
-    def _fetch_info(endpoint: Endpoint, client_timeout: float | None, model: str) -> ModelInfo:
-        return ModelInfo.from_server(endpoint.client.get_model_metadata(model, client_timeout=client_timeout),
-                                     endpoint.client.get_model_config(model, client_timeout=client_timeout).config)
-
-    def _send(self, endpoint: Endpoint, client_timeout: float | None, request: Request) -> dict[str, np.ndarray]:
-        if self._wants_shm(request):
-            return self._send_shared(endpoint, request, client_timeout)
-        result = endpoint.client.infer(request.model.name, build_inputs(grpcclient, request),
-                                       outputs=build_outputs(grpcclient, request), client_timeout=client_timeout,
-                                       timeout=server_timeout_us(client_timeout))
-        return read_outputs(result, request)
-
-    def _send_shared(self, endpoint: Endpoint, request: Request,
-                     client_timeout: float | None) -> dict[str, np.ndarray]:
-        pool = endpoint.regions
-        if pool.has_pending:
-            self._unregister_pending(endpoint)
-        layout = Layout.plan(request)
-        region = pool.take(layout.byte_size)
-        done = False
-        try:
-            if not region.registered:
-                region.registered = True  # set first: a registration the client timed out on may still exist
-                self._register(endpoint, region, client_timeout)
-            layout.write_inputs(region)
-            result = endpoint.client.infer(request.model.name, layout.infer_inputs(grpcclient, region, request),
-                                           outputs=layout.requested_outputs(grpcclient, region),
-                                           client_timeout=client_timeout, timeout=server_timeout_us(client_timeout))
-            outputs = layout.read_outputs(result, region, request)
-            done = True
-            return outputs
-        finally:
-            if done:
-                evicted = pool.give_back(region)
-                if evicted is not None:
-                    pool.discard(evicted)
-                    self._unregister_pending(endpoint)
-            else:
-                pool.discard(region)
-
-    def _register(self, endpoint: Endpoint, region: Region, client_timeout: float | None) -> None:
-        """Register a region with the server: a restricted call, so it carries the admin key."""
-        try:
-            endpoint.client.register_system_shared_memory(region.name, region.key, region.byte_size,
-                                                          headers=self._admin_headers, client_timeout=client_timeout)
-        except InferenceServerException as error:
-            if is_restricted(error):
-                raise self._refused(endpoint, "shared memory registration", error, key_sent=True) from error
-            raise
-
-    def _unregister_pending(self, endpoint: Endpoint, wait_s: float = 0.0) -> None:
-        """Unregister the regions waiting for it; those still in use wait up to `wait_s` more."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            still_used = []
-            for name in endpoint.regions.take_pending():
-                try:
-                    endpoint.client.unregister_system_shared_memory(name, headers=self._admin_headers,
-                                                                      client_timeout=CONTROL_TIMEOUT_S)
-                except InferenceServerException as e:
-                    if is_in_use(e):
-                        still_used.append(name)
-                    # Anything else (server gone, name unknown): nothing is left to unregister.
-            if not still_used or time.monotonic() >= deadline:
-                endpoint.regions.requeue_pending(still_used)
-                return
-            endpoint.regions.requeue_pending(still_used)
-            time.sleep(UNREGISTER_POLL_S)

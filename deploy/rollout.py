@@ -10,24 +10,28 @@
 3. On the first failure, every replica already switched and the failing one load the model again pinned to
    the version it served before, through the load API's config override: the config the replica reported
    before the switch with `version_policy: {specific: {versions: [V]}}`. 2.51 takes the JSON form
-   `get_model_config(as_json=True)` gives. A failed load leaves the old version serving in 2.51; the pin is
-   loaded all the same, so that a later poll or reload cannot pick the broken V+1 up.
+   `get_model_config(as_json=True)` gives, which `TritonAdmin.load` sends. A failed load leaves the old
+   version serving in 2.51; the pin is loaded all the same, so that a later poll or reload cannot pick
+   the broken V+1 up.
 
 The pin stays in force for later loads of unchanged files (2.51 keeps an override while the repository has
 not changed); the next rollout adds files, so its load reads the repository's config again.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..artifacts import ONNX_FILE
+from ..serving.admin import AdminCallError, TritonAdmin, check_admin_key
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 DEFAULT_ROWS = 8
 READY_TIMEOUT_S = 120.0
@@ -164,30 +168,28 @@ def tolerance(model: str) -> tuple[float, float]:
 
 
 class _Replica:
-    """One replica's admin view of `model` over gRPC (load, index, config, readiness, a versioned request)."""
+    """One replica of `model`: its admin calls through `TritonAdmin` (gRPC, the admin key), readiness, and
+    the check's rows sent to one version through tritonize.client's request building."""
 
     def __init__(self, url: str, admin_key: str, model: str):
         import tritonclient.grpc as grpcclient
 
-        from ..serving.admin import admin_headers
-
-        self.url, self.model, self._headers = url, model, admin_headers(admin_key)
+        self.url, self.model = url, model
+        self.admin = TritonAdmin(url, admin_key)
+        # Readiness and inference are not admin calls: a client of their own, which never carries the key.
         self._client = grpcclient.InferenceServerClient(url)
 
     def ready_versions(self) -> tuple[int, ...]:
-        index = self._client.get_model_repository_index(headers=self._headers, as_json=True)
-        return tuple(sorted(int(m["version"]) for m in index.get("models", [])
-                            if m.get("name") == self.model and m.get("state") == "READY" and "version" in m))
+        return self.admin.ready_versions(self.model)
 
-    def config(self) -> dict:
-        return self._client.get_model_config(self.model, as_json=True)["config"]
+    def config(self) -> ModelConfig:
+        return self.admin.config(self.model)
 
-    def load(self, timeout_s: float, config: dict | None = None) -> None:
-        self._client.load_model(self.model, headers=self._headers, client_timeout=timeout_s,
-                                config=None if config is None else json.dumps(config))
+    def load(self, timeout_s: float, config: ModelConfig | None = None) -> None:
+        self.admin.load(self.model, config, timeout_s=timeout_s)
 
     def unload(self) -> None:
-        self._client.unload_model(self.model, headers=self._headers)
+        self.admin.unload(self.model)
 
     def wait_ready(self, version: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -199,19 +201,25 @@ class _Replica:
             time.sleep(0.1)
 
     def infer(self, version: int, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """`outputs` of `version` for `inputs`, checked against that version's metadata and config as
+        `TritonClient` checks a request (and split to its max batch size) before anything is sent.
+        TritonClient itself cannot name a version, so its request building is used on this client."""
         import tritonclient.grpc as grpcclient
-        from tritonclient.utils import np_to_triton_dtype
 
-        wire = []
-        for name, x in inputs.items():
-            tensor = grpcclient.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype))
-            tensor.set_data_from_numpy(np.ascontiguousarray(x))
-            wire.append(tensor)
-        result = self._client.infer(self.model, wire, model_version=str(version),
-                                    outputs=[grpcclient.InferRequestedOutput(n) for n in outputs])
-        return {n: result.as_numpy(n) for n in outputs}
+        from ..client.model_info import ModelInfo
+        from ..client.request import build_inputs, build_outputs, concat_outputs, prepare, read_outputs
+
+        v = str(version)
+        info = ModelInfo.from_server(self._client.get_model_metadata(self.model, v),
+                                     self._client.get_model_config(self.model, v).config)
+        request = prepare(info, dict(inputs), outputs)
+        return concat_outputs([read_outputs(self._client.infer(self.model, build_inputs(grpcclient, chunk),
+                                                               model_version=v,
+                                                               outputs=build_outputs(grpcclient, chunk)), chunk)
+                               for chunk in request.split(info.max_batch_size)])
 
     def close(self) -> None:
+        self.admin.close()
         self._client.close()
 
 
@@ -238,7 +246,8 @@ def roll(model: str, version: int, endpoints: Sequence[str], admin_key: str, ref
     """Switch each replica to `version` in turn (load, ready, parity), rolling back on the first failure."""
     report = report or (lambda line: None)
     replicas = [_Replica(url, admin_key, model) for url in endpoints]
-    done: list[tuple[_Replica, tuple[int, ...], dict, float]] = []  # switched: (replica, before, config, seconds)
+    # The replicas switched: (replica, versions before, config before, seconds).
+    done: list[tuple[_Replica, tuple[int, ...], ModelConfig, float]] = []
     results: dict[str, ReplicaResult] = {}
     failure = None
     try:
@@ -257,7 +266,9 @@ def roll(model: str, version: int, endpoints: Sequence[str], admin_key: str, ref
                 if mismatch is not None:
                     raise RolloutError(f"parity check failed: {mismatch}")
             except Exception as e:  # noqa: BLE001 - every failure of a replica's step means roll back
-                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                # An admin call's error names the call and the replica, which the line below names already.
+                text = e.detail if isinstance(e, AdminCallError) else str(e)
+                why = text.splitlines()[0] if text else type(e).__name__
                 step = "" if isinstance(e, RolloutError) else "load failed: " if config is not None else \
                     "config not readable: "
                 failure = f"replica {replica.url}: {model} version {version}: {step}{why}"
@@ -285,7 +296,7 @@ def roll(model: str, version: int, endpoints: Sequence[str], admin_key: str, ref
     return RolloutResult(model, version, tuple(results[url] for url in endpoints), failure)
 
 
-def _roll_back(replica: _Replica, before: tuple[int, ...], config: dict | None,
+def _roll_back(replica: _Replica, before: tuple[int, ...], config: ModelConfig | None,
                timeout_s: float) -> tuple[int, ...]:
     """Load the model pinned to the versions it served before (unload it if it served none); what is
     ready afterwards. A rollback that fails is part of the answer (shown in `after`), not a new error."""
@@ -293,7 +304,9 @@ def _roll_back(replica: _Replica, before: tuple[int, ...], config: dict | None,
         if not before:
             replica.unload()
         elif config is not None:
-            pinned = {**config, "version_policy": {"specific": {"versions": list(before)}}}
+            pinned = type(config)()
+            pinned.CopyFrom(config)
+            pinned.version_policy.specific.versions[:] = before  # `specific` replaces the policy's oneof
             replica.load(timeout_s, pinned)
         return replica.ready_versions()
     except Exception:  # noqa: BLE001 - the replica may be gone; `after` then says nothing is known
@@ -307,8 +320,6 @@ def rollout(model: str, repository: str | os.PathLike, store_url: str, endpoints
     """Publish `model` from `repository` to `store_url`, then switch every replica of `endpoints` to the new
     version one by one (see the module's docstring). A failed rollout is rolled back and returned with its
     `failure`; `reference` (inputs -> outputs) replaces ONNX Runtime on the local file, for tests."""
-    from ..serving.admin import check_admin_key
-
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise RolloutError(f"rows: expected a number of rows >= 1, got {rows!r}")
     if not ready_timeout_s > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..model_repository.store import parse_endpoint
 from ..serving.admin import ADMIN_HEADER, ADMIN_KEY_ENV, MIN_KEY_LENGTH
-from ..serving.server import MEMORY_BOUND_ENV
+from ..serving.config import MEMORY_BOUND_ENV
 from .image import TRITON_VERSION
 from .options import DeployOptions
 from .server_args import HEALTH_LIVE, HEALTH_READY, METRICS_PATH, ServerCommand, server_command

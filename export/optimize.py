@@ -29,17 +29,14 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..artifacts import (
     CHOICE_FILE,
-    MANIFEST,
     ONNX_FILE,
     VARIANTS,
     VARIANTS_DIR,
     ArtifactError,
     atomic_dir,
-    load_manifest,
-    model_dir,
-    update_manifest,
     write_json,
 )
+from ..model_artifacts import ModelArtifacts
 from ..models.spec import ModelSpec
 from ..timing import measure_latency
 from .input_rows import InputRows
@@ -133,15 +130,20 @@ def check_variant_names(spec: ModelSpec, names) -> None:
 def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARIANTS,
                    step: Callable[[str], None] = lambda _: None, rng: np.random.Generator | None = None,
                    agreement_rows: int = 1000, latency_iters: int = 100, calibration: InputRows | None = None,
-                   data: InputRows | None = None) -> dict:
+                   data: InputRows | None = None, artifacts: ModelArtifacts | None = None) -> dict:
     """Build, check and time each variant; write them and choice.json atomically; return the choice.
 
     `calibration`: the rows static INT8 is calibrated on (default: the spec's example inputs).
-    `data`: the rows parity and accuracy are judged on (default: `agreement_rows` random rows)."""
+    `data`: the rows parity and accuracy are judged on (default: `agreement_rows` random rows).
+    `artifacts`: `spec`'s folder under `root` where the caller has loaded it already (it is updated in
+    place); otherwise it is loaded here, its variants left unchecked, since they are rebuilt."""
     check_variant_names(spec, variants)
     rng = rng if rng is not None else np.random.default_rng()
-    load_manifest(root, spec, ignore_under=VARIANTS_DIR)
-    folder = model_dir(root, spec).resolve()  # the builders run in a scratch working directory
+    if artifacts is None:
+        artifacts = ModelArtifacts.load(root, spec, ignore_under=VARIANTS_DIR)
+    elif (artifacts.spec, artifacts.root) != (spec, Path(root)):
+        raise ValueError(f"optimize {spec.name!r} under {root}: expected its own artifacts, got {artifacts!r}")
+    folder = artifacts.folder.resolve()  # the builders run in a scratch working directory
     module = load_module(spec, folder)
     # Every variant is checked on the same inputs, so PyTorch runs once per case, not once per variant.
     seed = int(rng.integers(2**63))
@@ -198,7 +200,7 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
             choice["calibration"] = calibration.source
         write_json(tmp / CHOICE_FILE, choice)
         files = [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()]
-    update_manifest(root, spec, [f"{VARIANTS_DIR}/{f}" for f in files], replace_under=VARIANTS_DIR, optimize=choice)
+    artifacts.record([f"{VARIANTS_DIR}/{f}" for f in files], replace_under=VARIANTS_DIR, optimize=choice)
     return choice
 
 
@@ -213,21 +215,19 @@ def _thread_profile(path: Path, spec: ModelSpec, session: ort.InferenceSession, 
                            sizes, hints.ort_threads, hints.large_batch_threads, pairs=pairs)
 
 
-def variant_thread_profile(root: Path, spec: ModelSpec, variant: str) -> ThreadProfile | None:
+def variant_thread_profile(artifacts: ModelArtifacts, variant: str) -> ThreadProfile | None:
     """What optimize measured of `variant`'s threads (None where it measured nothing: an older
     manifest, a plain export, large_batch_threads 1)."""
-    # Only the report is read, and checked below; the files' digests were checked by whoever reads the
-    # variant's file (chosen_variant, the repository writer), so they are not hashed again here.
-    record = load_manifest(root, spec, verify=False).get("optimize", {}).get("variants", {}).get(variant, {})
-    data = record.get("threads") if isinstance(record, dict) else None
-    if data is None:
+    optimize = artifacts.manifest.optimize
+    record = optimize.variants.get(variant) if optimize else None
+    if record is None or record.threads is None:
         return None
     try:
-        where = f"model {spec.name!r}: {model_dir(root, spec) / MANIFEST}, variant {variant}"
-        return ThreadProfile.from_json(data, where)
+        where = f"model {artifacts.spec.name!r}: {artifacts.manifest_path}, variant {variant}"
+        return ThreadProfile.from_json(record.threads, where)
     except ValueError as e:
-        raise ArtifactError(f"{e}; run `tritonize optimize {spec.reference} --artifacts {root}` to measure it "
-                            f"again") from None
+        raise ArtifactError(f"{e}; run `tritonize optimize {artifacts.spec.reference} --artifacts "
+                            f"{artifacts.root}` to measure it again") from None
 
 
 def _score(result: dict) -> float:
@@ -260,30 +260,25 @@ def pick_variant(results: dict[str, dict]) -> dict:
     return {"chosen": best, "why": why, "speedup_vs_fp32": speedups, "rejected": rejected, "variants": results}
 
 
-def variant_path(root: Path, spec: ModelSpec, variant: str) -> Path:
-    check_variant_names(spec, [variant])  # a name is a folder under variants/, so only these few
-    return model_dir(root, spec) / VARIANTS_DIR / variant / ONNX_FILE
+def variant_path(artifacts: ModelArtifacts, variant: str) -> Path:
+    check_variant_names(artifacts.spec, [variant])  # a name is a folder under variants/, so only these few
+    return artifacts.folder / VARIANTS_DIR / variant / ONNX_FILE
 
 
-def chosen_variant(root: Path, spec: ModelSpec) -> tuple[str, Path]:
+def chosen_variant(artifacts: ModelArtifacts) -> tuple[str, Path]:
     """The variant `tritonize optimize` picked, or the plain export when the model was not optimized.
 
     The pick is read from the manifest, so it must name one of VARIANTS whose file the manifest lists
     (and so verified): anything else (`../../elsewhere`) would be served from wherever it points."""
-    manifest = load_manifest(root, spec)
-    optimize = manifest.get("optimize")
-    where = model_dir(root, spec) / MANIFEST
-    again = f"run `tritonize optimize {spec.reference} --artifacts {root}` to choose again"
-    if optimize is not None and not isinstance(optimize, dict):
-        raise ArtifactError(f"model {spec.name!r}: {where}: expected 'optimize' to be optimize's report, got "
-                            f"{json.dumps(optimize)[:200]}; {again}")
-    name = (optimize or {}).get("chosen")
-    if name is None:
-        return "fp32", model_dir(root, spec) / ONNX_FILE
+    optimize, spec = artifacts.manifest.optimize, artifacts.spec
+    if optimize is None:
+        return "fp32", artifacts.folder / ONNX_FILE
+    again = f"run `tritonize optimize {spec.reference} --artifacts {artifacts.root}` to choose again"
+    name, where = optimize.chosen, artifacts.manifest_path
     if name not in VARIANTS:
         raise ArtifactError(f"model {spec.name!r}: {where} names {json.dumps(name)[:200]} as optimize.chosen; "
                             f"expected one of {', '.join(VARIANTS)}; {again}")
-    if f"{VARIANTS_DIR}/{name}/{ONNX_FILE}" not in manifest["files"]:
+    if f"{VARIANTS_DIR}/{name}/{ONNX_FILE}" not in artifacts.manifest.files:
         raise ArtifactError(f"model {spec.name!r}: {where} names {name!r} as optimize.chosen but lists no "
                             f"{VARIANTS_DIR}/{name}/{ONNX_FILE}; {again}")
-    return name, variant_path(root, spec, name)
+    return name, variant_path(artifacts, name)

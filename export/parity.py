@@ -90,7 +90,12 @@ def compare(spec: ModelSpec, expected: dict[str, np.ndarray], actual: dict[str, 
             worst_name, worst_err = name, err
         within &= bool(np.all(diff <= tol.atol + tol.rtol * np.abs(exp)))
         if spec.classifier:
-            matches = int(np.sum(exp.argmax(-1) == act.argmax(-1)))
+            # A row whose two best reference logits are within FP32's own absolute tolerance is a tie: no
+            # runtime can be held to PyTorch's order there (a 1e-7 rounding flips it), so it agrees either way.
+            best_two = np.sort(exp, axis=-1)[..., -2:] if exp.shape[-1] > 1 else None
+            tie = (best_two[..., 1] - best_two[..., 0] <= spec.tolerance("fp32").atol) if best_two is not None \
+                else np.zeros(exp.shape[:-1], bool)
+            matches = int(np.sum((exp.argmax(-1) == act.argmax(-1)) | tie))
             top1 = matches if top1 is None else min(top1, matches)
         else:
             rows_exp, rows_act = exp.reshape(len(exp), -1), act.reshape(len(act), -1)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, new_manifest, write_json
+from ..artifacts import MANIFEST, ONNX_FILE, PARITY_FILE, WEIGHTS_FILE, atomic_dir, model_dir, write_json
+from ..model_artifacts import ModelArtifacts, new_manifest
 from ..models.spec import ModelSpec
 from ..models.weights import load_weights
 from .input_rows import InputRows
@@ -67,9 +68,11 @@ def check_outputs(spec: ModelSpec, module: torch.nn.Module) -> None:
 
 
 def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int | None = None,
-                 step: Step = _quiet, rng: np.random.Generator | None = None, data: InputRows | None = None) -> dict:
+                 step: Step = _quiet, rng: np.random.Generator | None = None,
+                 data: InputRows | None = None) -> ModelArtifacts:
     """Export one model into `root/<name>/`; the folder appears only when every check passed.
-    `data`: the user's rows, which parity is judged on as well as the random cases."""
+    `data`: the user's rows, which parity is judged on as well as the random cases. Returns the new
+    folder's artifacts: this command wrote and hashed them, so the stages after it need not read them again."""
     if spec.runtime != "onnx":
         raise ValueError(f"model {spec.name!r} runs on the {spec.runtime!r} runtime and is not exported to ONNX; "
                          f"export {spec.base_model!r} instead")
@@ -93,5 +96,5 @@ def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int
         manifest = new_manifest(spec, tmp, [WEIGHTS_FILE, ONNX_FILE, PARITY_FILE], export=info,
                                 parity={"ok": True, "max_abs_err": report.max_abs_err, "cases": len(report.cases),
                                         "data": data.source if data else None})
-        write_json(tmp / "manifest.json", manifest)
-    return manifest
+        write_json(tmp / MANIFEST, manifest.to_json())
+    return ModelArtifacts(root, spec, manifest)

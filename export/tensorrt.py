@@ -25,11 +25,10 @@ from ..artifacts import (
     ENGINE_INFO,
     ONNX_FILE,
     TENSORRT_TIMING_CACHE,
-    load_manifest,
     model_dir,
-    update_manifest,
     write_json,
 )
+from ..model_artifacts import ModelArtifacts
 from ..models.spec import BATCH, SEQ, ModelSpec
 from .parity import ParityError, check_parity
 from .runtime import ort_session, run_ort
@@ -133,8 +132,8 @@ def build_engine(spec: ModelSpec, root: Path, precision: str = "fp16", step: Cal
     import torch
     from polygraphy.backend.trt import EngineFromNetwork, NetworkFromOnnxPath, TrtRunner, save_engine
 
-    manifest = load_manifest(root, spec, ignore_under=f"tensorrt/{precision}")
-    folder = model_dir(root, spec)
+    artifacts = ModelArtifacts.load(root, spec, ignore_under=f"tensorrt/{precision}")
+    folder = artifacts.folder
     out_dir = engine_dir(root, spec, precision)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = folder / TENSORRT_TIMING_CACHE  # unlisted in the manifest: see artifacts.UNLISTED
@@ -160,17 +159,17 @@ def build_engine(spec: ModelSpec, root: Path, precision: str = "fp16", step: Cal
             "parity": report.to_json()}
     write_json(out_dir / ENGINE_INFO, info)
     rel = f"tensorrt/{precision}"
-    update_manifest(root, spec, [f"{rel}/{ENGINE_FILE}", f"{rel}/{ENGINE_INFO}"], replace_under=rel,
-                    tensorrt={**manifest.get("tensorrt", {}), precision: info})
+    artifacts.record([f"{rel}/{ENGINE_FILE}", f"{rel}/{ENGINE_INFO}"], replace_under=rel,
+                     tensorrt={**artifacts.manifest.tensorrt, precision: info})
     return info
 
 
-def built_engine(root: Path, spec: ModelSpec, prefer: tuple[str, ...] = ("fp16", "bf16", "fp32")) -> tuple[str, Path] | None:
+def built_engine(artifacts: ModelArtifacts,
+                 prefer: tuple[str, ...] = ("fp16", "bf16", "fp32")) -> tuple[str, Path] | None:
     """The engine the repository should serve (the first precision of `prefer` that was built)."""
-    engines = load_manifest(root, spec).get("tensorrt", {})
     for precision in prefer:
-        if precision in engines:
-            return precision, engine_dir(root, spec, precision) / ENGINE_FILE
+        if precision in artifacts.manifest.tensorrt:
+            return precision, engine_dir(artifacts.root, artifacts.spec, precision) / ENGINE_FILE
     return None
 
 

@@ -1,6 +1,6 @@
 """Batching settings chosen by measurement, kept beside the artifacts and applied by `tritonize repo --tune`.
 
-The benchmarks' batching sweep (bench/sweep.py) measures a model's dynamic-batching settings under
+The benchmarks' batching sweep (bench/suite/sweep.py) measures a model's dynamic-batching settings under
 load and records the winner here, in one JSON file per artifact root (`<artifacts>/tuning.json`, one
 entry per model, with what it was measured on). `tritonize repo --tune` reads it and builds each
 model's config.pbtxt with its entry over the spec's own ServingHints; a model without an entry keeps

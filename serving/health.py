@@ -9,10 +9,10 @@ once and disappears. A cheap check, from /proc, once per interval: a stub still 
 after it exited, of a model that still reports READY, died.
 
 For such a model: unload it, wait (bounded) for the unload to end, load it again from the
-repository (with the admin key), and remove the dead stub's shared memory region. Unloading a model
-whose dead stub already failed a request never ends in 24.10 (the old instance stays UNLOADING); the
-load replaces it all the same, so the wait is bounded and the load goes ahead. That old instance
-then keeps the server's final shutdown waiting for its exit timeout.
+repository (with the admin key, through one gRPC `TritonAdmin`), and remove the dead stub's shared
+memory region. Unloading a model whose dead stub already failed a request never ends in 24.10 (the
+old instance stays UNLOADING); the load replaces it all the same, so the wait is bounded and the load
+goes ahead. That old instance then keeps the server's final shutdown waiting for its exit timeout.
 
 A model whose stub dies again soon after a reload is reloaded after a growing delay (1 s, doubling up
 to 60 s), so that a model that crashes on every request does not keep the server reloading.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .admin import AdminCallError, load_model, model_states, unload_model
+from .admin import AdminCallError, ModelState, TritonAdmin
 from .reaper import children, stat_of, stub_args, unlink_regions
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class ModelHealth:
         self._last_reload: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # gRPC: its client serves the loop's thread and a caller's `check()` alike, with a timeout per call.
+        self._admin = TritonAdmin(server.grpc_url, server.admin_key, load_timeout_s=server.ready_timeout_s)
         self._learn()
 
     def start(self) -> "ModelHealth":
@@ -74,10 +76,13 @@ class ModelHealth:
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """End the loop (a reload under way finishes first, within `timeout_s`)."""
+        """End the loop (a reload under way finishes first, within `timeout_s`), and close the admin client."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():  # a reload still under way keeps using the client: leave it open
+                return
+        self._admin.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -100,7 +105,7 @@ class ModelHealth:
             exited = [stub for stub in self._exited(process.pid) if stub in exited]
         dead: dict[str, list[Stub]] = {}
         for stub in exited:
-            if states is not None and states.get(stub.model, ("", ""))[0] != "READY":
+            if states is not None and (stub.model not in states or states[stub.model].state != "READY"):
                 del self._stubs[stub.pid]  # the model is being unloaded or is gone: nothing to recover
             else:
                 dead.setdefault(stub.model, []).append(stub)
@@ -133,16 +138,17 @@ class ModelHealth:
                 self._stubs[pid] = Stub(pid, Path(args[1]).parent.parent.name, args[8], args[2])
         self.server.note_regions()
 
-    def _watch_states(self) -> dict[str, tuple[str, str]] | None:
+    def _watch_states(self) -> dict[str, ModelState] | None:
         """The models' states (None if the server did not answer); reports a served model whose state
         changed (readiness is the other half of its health)."""
         try:
-            states = model_states(self.server.http_url, self.server.admin_key)
+            states = self._admin.states()
         except AdminCallError as e:
             self.report(f"model health: cannot read the model states: {e}")
             return None
         for model in self.server.models:
-            state, reason = states.get(model, ("", ""))
+            found = states.get(model)
+            state, reason = (found.state, found.reason) if found is not None else ("", "")
             before = self._states.get(model)
             if before is not None and state != before:
                 self.report(f"model {model}: {before or 'not loaded'} -> {state or 'not loaded'}"
@@ -157,7 +163,6 @@ class ModelHealth:
         return last is None or time.monotonic() - last >= self._delay[model]
 
     def _reload(self, model: str, stubs: list[Stub]) -> bool:
-        url, key = self.server.http_url, self.server.admin_key
         which = ", ".join(f"{s.instance} (pid {s.pid})" for s in stubs)
         self.report(f"model {model}: stub {which} died; the model still reports READY and fails every request: "
                     "reloading it")
@@ -165,9 +170,9 @@ class ModelHealth:
         self._last_reload[model] = started
         self._delay[model] = min(max(2 * self._delay.get(model, 0.0), FIRST_DELAY_S), MAX_DELAY_S)
         try:
-            unload_model(url, key, model)
+            self._admin.unload(model)
             stuck = not self._wait_unloaded(model, time.monotonic() + UNLOAD_WAIT_S)
-            load_model(url, key, model, timeout_s=self.server.ready_timeout_s)
+            self._admin.load(model)
         except AdminCallError as e:
             self.report(f"model {model}: reload failed, next try in {self._delay[model]:g} s: {e}")
             return False
@@ -182,8 +187,8 @@ class ModelHealth:
 
     def _wait_unloaded(self, model: str, deadline: float) -> bool:
         while time.monotonic() < deadline:
-            if model_states(self.server.http_url, self.server.admin_key).get(model, ("", ""))[0] not in \
-                    ("READY", "UNLOADING"):
+            state = self._admin.states().get(model)
+            if state is None or state.state not in ("READY", "UNLOADING"):
                 return True
             time.sleep(0.1)
         return False

@@ -14,17 +14,17 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .admin import check_admin_key, new_admin_key
+from .config import PORT_KINDS, ServerConfig, ServerConfigError, config_of
 from .endpoints_file import ReplicaEndpoint, write_endpoints_file
 from .health import DEFAULT_INTERVAL_S, ModelHealth
-from .placement import Placement
 from .ports import distinct_free_ports
-from .server import DEFAULT_DRAIN_S, ServerError, TritonServer
+from .server import ServerError, TritonServer
 
-PORTS_PER_SERVER = 3  # http, grpc, metrics
+PORTS_PER_SERVER = len(PORT_KINDS)  # http, grpc, metrics
 
 
 def endpoint_of(server: TritonServer) -> ReplicaEndpoint:
@@ -41,34 +41,35 @@ class Replicas:
     ...     replicas.write_endpoints_file("endpoints.json")
     ...     client = TritonClient([e.grpc for e in replicas.endpoints()])
 
-    `admin_key` is shared by all replicas (a new random one when None). `health_interval_s` > 0 runs each
-    replica's model-health loop, whose lines go to `report` prefixed with the replica; 0 runs none. The
-    other options are TritonServer's, the same for every replica; the ports are always free ones.
+    The servers' options are one ServerConfig (serving/config.py), given as `config` or as its fields as
+    keywords, as TritonServer takes them; every replica runs a copy with free ports of its own (a port in
+    the config is refused), and all share its admin key (a new random one when none is given), as the pods
+    of one Deployment share one Secret. `health_interval_s` > 0 runs each replica's model-health loop, whose
+    lines go to `report` prefixed with the replica; 0 runs none.
     """
 
     def __init__(self, repository: str | os.PathLike, count: int = 2, models: list[str] | None = None, *,
-                 admin_key: str | None = None, health_interval_s: float = DEFAULT_INTERVAL_S,
-                 report: Callable[[str], None] | None = None, binary: str | os.PathLike | None = None,
-                 ready_timeout_s: float = 120.0, stop_timeout_s: float = 30.0, drain_s: float = DEFAULT_DRAIN_S,
-                 placement: Placement | None = None, log_verbose: int = 0, extra_args: list[str] | None = None,
-                 memory_bound: bool = False):
+                 config: ServerConfig | None = None, health_interval_s: float = DEFAULT_INTERVAL_S,
+                 report: Callable[[str], None] | None = None, **options):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count: expected a number of replicas >= 1, got {count!r}")
         if not health_interval_s >= 0:
             raise ValueError(f"health_interval_s: expected seconds >= 0 (0: no health loop), got {health_interval_s!r}")
-        self.admin_key = new_admin_key() if admin_key is None else check_admin_key(admin_key)
+        config = config_of(config, options)  # its admin key, made once if none was given, is every replica's
+        fixed = {f"{kind}_port": port for kind, port in config.ports().items() if port}
+        if fixed:
+            raise ServerConfigError(f"{next(iter(fixed))}: expected none (each replica gets free ports), got "
+                                    f"{', '.join(f'{name} {port}' for name, port in fixed.items())}")
+        self.config = config
         self.health_interval_s = health_interval_s
         self.report = report
         ports = distinct_free_ports(PORTS_PER_SERVER * count)
-        options = dict(binary=binary, ready_timeout_s=ready_timeout_s, stop_timeout_s=stop_timeout_s, drain_s=drain_s,
-                       placement=placement, log_verbose=log_verbose, extra_args=extra_args, admin_key=self.admin_key,
-                       memory_bound=memory_bound)
         self.servers: list[TritonServer] = []
         for i in range(count):
-            http, grpc, metrics = ports[PORTS_PER_SERVER * i:PORTS_PER_SERVER * (i + 1)]
+            mine = ports[PORTS_PER_SERVER * i:PORTS_PER_SERVER * (i + 1)]
+            own = replace(config, **{f"{kind}_port": port for kind, port in zip(PORT_KINDS, mine)})
             # The first server resolves the models (for s3://, one read of the store's index); the rest take its list.
-            self.servers.append(TritonServer(repository, models if i == 0 else self.servers[0].models,
-                                             http_port=http, grpc_port=grpc, metrics_port=metrics, **options))
+            self.servers.append(TritonServer(repository, models if i == 0 else self.servers[0].models, config=own))
         self.health: list[ModelHealth | None] = [None] * count
         self._started: list[ReplicaEndpoint] = []
         self._stopped: set[int] = set()  # replicas stopped by us (stop_replica), not dead on their own
@@ -78,6 +79,10 @@ class Replicas:
 
     def __len__(self) -> int:
         return len(self.servers)
+
+    @property
+    def admin_key(self) -> str:
+        return self.config.admin_key
 
     @property
     def models(self) -> list[str]:

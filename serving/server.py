@@ -18,7 +18,7 @@ benchmarks all use it.
 from __future__ import annotations
 
 import contextlib
-import math
+import ipaddress
 import os
 import re
 import shutil
@@ -30,25 +30,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import util as import_util
 from pathlib import Path
 
 from . import lifecycle
-from .admin import (
-    ADMIN_KEY_ENV,
-    AdminCallError,
-    check_admin_key,
-    model_states,
-    new_admin_key,
-    restriction_args,
-    unload_model,
-)
-from .placement import Placement
+from .admin import ADMIN_KEY_ENV, AdminCallError, TritonAdmin
+from .config import MEMORY_BOUND_ENV, ServerConfig, ServerConfigError, config_of
 from .ports import HOST, free_port  # re-exported: servers, benchmarks and tests take their ports from here
 from .reaper import end_orphaned_stubs, mapped_regions, unlink_regions
 
-DEFAULT_DRAIN_S = 5.0
 BUSY_STATES = ("READY", "LOADING", "UNLOADING")  # a model whose unload has not ended
 INSTALL_HINT = ("install the bundled CPU server with `pip install -c constraints.txt nvidia-pytriton==0.7.0`, "
                 "or run inside NVIDIA's container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3) where `tritonserver` is on PATH")
@@ -120,21 +111,9 @@ def check_port_free(port: int, what: str) -> None:
             raise ServerError(f"{what} port {port} on {HOST} is in use ({e.strerror}); pick another with --{what}-port") from None
 
 
-# Oversized requests and the server's memory. With its defaults, tritonserver 2.51 kept request objects
-# of its gRPC front end for reuse, buffers included: refused 205 MB requests left it at ~1 GiB, for good.
-# The pool is always off (MEMORY_BOUND_ARGS: it costs nothing measurable). glibc still keeps part of the
-# freed heap: measured, 43 MiB grew to 187 MiB after 4 such requests and 254 MiB after 12 (the growth
-# slowing). `memory_bound=True` (`serve --memory-bound`, and every Kubernetes pod, deploy/, where a memory
-# limit turns growth into an OOM kill) also has glibc map blocks of 64 KiB and more on their own and trim
-# its heap past 128 KiB: the server then stays within 2 MiB of its baseline (tests/serving/test_memory.py).
-# It is not the default because it costs throughput wherever batches form: measured side by side with wrk
-# on the MLP, 0.7-0.8x the requests/s at 8 clients and 0.6-0.7x at 32 (docs/tuning.md).
-MEMORY_BOUND_ARGS = ("--grpc-infer-allocation-pool-size=0",)
-MEMORY_BOUND_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
-
-
 def _server_env(memory_bound: bool = False) -> dict[str, str]:
-    env = {**(MEMORY_BOUND_ENV if memory_bound else {}), **os.environ}  # a user's own malloc settings win
+    # serving/config.py says why memory_bound; a user's own malloc settings win.
+    env = {**(MEMORY_BOUND_ENV if memory_bound else {}), **os.environ}
     env.pop(ADMIN_KEY_ENV, None)  # the server has its key on its command line; its models need not see it
     # The Python backend stub finds its environment through `python3` on PATH (it ignores PYTHONPATH),
     # so this interpreter's bin folder goes first; and it should load this interpreter's libpython.
@@ -159,24 +138,43 @@ def load_failures(log: str) -> dict[str, str]:
             for m in FAILED_LOAD.finditer(log)}
 
 
+def _from_config(name: str) -> property:
+    return property(lambda self: getattr(self.config, name), doc=f"The config's {name} (read-only).")
+
+
 class TritonServer:
     """A running tritonserver as a context manager.
 
     >>> with TritonServer("build/model_repository") as server:
     ...     print(server.grpc_url, server.admin_key)
 
-    `placement` (tritonize.serving.placement) starts the server on its cores and gives the model instances
-    theirs, through Triton's host policies (or, with `stubs_alone`, by moving the stubs once ready).
-    `admin_key` unlocks the restricted APIs (a random one when None); `drain_s` bounds the drain of
-    `stop` and is the server's own exit timeout when it stops without us (parent gone).
+    Its options are one ServerConfig (serving/config.py), given as `config` or as that config's fields as
+    keywords (`TritonServer(repo, ["mlp"], drain_s=2.0)`); `server.config` is it, with free ports picked
+    for those not given and `cpu_only` decided by the binary. `placement` starts the server on its cores and
+    gives the model instances theirs, through Triton's host policies (or, with `stubs_alone`, by moving the
+    stubs once ready). `admin_key` unlocks the restricted APIs; `drain_s` bounds the drain of `stop` and is
+    the server's own exit timeout when it stops without us (parent gone).
     """
 
+    # The options, as before there was a config: read from it, so that there is one copy of each.
+    http_port = _from_config("http_port")
+    grpc_port = _from_config("grpc_port")
+    metrics_port = _from_config("metrics_port")
+    admin_key = _from_config("admin_key")
+    placement = _from_config("placement")
+    drain_s = _from_config("drain_s")
+    stop_timeout_s = _from_config("stop_after_s")
+    ready_timeout_s = _from_config("ready_timeout_s")
+    memory_bound = _from_config("memory_bound")
+    log_verbose = _from_config("log_verbose")
+    extra_args = _from_config("extra_args")
+
     def __init__(self, repository: str | os.PathLike, models: list[str] | None = None, *,
-                 http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
-                 binary: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
-                 stop_timeout_s: float = 30.0, log_verbose: int = 0, extra_args: list[str] | None = None,
-                 placement: Placement | None = None, admin_key: str | None = None,
-                 drain_s: float = DEFAULT_DRAIN_S, memory_bound: bool = False):
+                 config: ServerConfig | None = None, **options):
+        config = config_of(config, options)
+        if config.model_control == "poll" and models is not None:
+            raise ServerConfigError(f"models: expected none with model_control 'poll' (a polling server loads every "
+                                    f"model in the repository), got {', '.join(models)}")
         if str(repository).startswith("s3://"):
             # A repository in object storage (`tritonize publish`): Triton reads it itself, credentials from the
             # AWS environment, the endpoint written into the URL; the models to load come from the store's index.
@@ -192,26 +190,12 @@ class TritonServer:
                 p.name for p in self.repository.iterdir() if (p / "config.pbtxt").is_file())
         if not self.models:
             raise ServerError(f"the model repository {self.repository} holds no model (no */config.pbtxt)")
-        if not drain_s >= 0:
-            raise ServerError(f"drain_s: expected seconds >= 0, got {drain_s!r}")
-        if not stop_timeout_s > drain_s:
-            raise ServerError(f"stop_timeout_s: expected more than drain_s ({drain_s:g} s, the server's own exit "
-                              f"timeout), got {stop_timeout_s!r}")
-        for name, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
-            if port is not None:
-                check_port_free(port, name)
-        self.http_port = http_port or free_port()
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
-        self.binary = find_server(binary)
-        self.admin_key = new_admin_key() if admin_key is None else check_admin_key(admin_key)
-        self.ready_timeout_s = ready_timeout_s
-        self.stop_timeout_s = stop_timeout_s
-        self.drain_s = drain_s
-        self.log_verbose = log_verbose
-        self.extra_args = extra_args or []
-        self.placement = placement
-        self.memory_bound = memory_bound  # see MEMORY_BOUND_ENV
+        for kind, port in config.ports().items():
+            if port:
+                check_port_free(port, kind)
+        self.binary = find_server(config.binary)
+        self.config = replace(config, **{f"{kind}_port": port or free_port() for kind, port in config.ports().items()},
+                              cpu_only=self.binary.bundled if config.cpu_only is None else config.cpu_only)
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
         self.log_path: Path | None = None
@@ -223,32 +207,25 @@ class TritonServer:
         return f"TritonServer({str(self.repository)!r}, grpc={self.grpc_url}, http={self.http_url})"
 
     @property
+    def host(self) -> str:
+        """Where clients reach it: the address it binds, or loopback where it binds every interface."""
+        address = self.config.address
+        return HOST if address is None or ipaddress.ip_address(address).is_unspecified else address
+
+    @property
     def http_url(self) -> str:
-        return f"{HOST}:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{HOST}:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{HOST}:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self, backend_dir: Path | None) -> list[str]:
-        cmd = [str(self.binary.path), f"--model-repository={self.repository}",
-               # Explicit loading: a repository may also hold configs for other targets (GPU) that
-               # this server cannot load; only the named models are loaded.
-               "--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models],
-               f"--http-address={HOST}", f"--grpc-address={HOST}", f"--metrics-address={HOST}",
-               f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
-               f"--log-verbose={self.log_verbose}", f"--exit-timeout-secs={math.ceil(self.drain_s)}",
-               *MEMORY_BOUND_ARGS, *restriction_args(self.admin_key)]
-        if backend_dir is not None:
-            cmd += [f"--backend-directory={backend_dir}", "--pinned-memory-pool-byte-size=0",
-                    "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false"]
-        if self.placement is not None:
-            cmd += self.placement.server_args()
-        return cmd + self.extra_args
+        return self.config.to_argv(self.binary.path, self.repository, self.models, backend_dir)
 
     def start(self) -> "TritonServer":
         self._remove_workdir()  # a previous run's, kept until now for its log
@@ -331,18 +308,20 @@ class TritonServer:
         if self.process is None or self.process.poll() is not None or self.drain_s <= 0:
             return []
         deadline = time.monotonic() + self.drain_s
+        # Over HTTP (urllib): the drain also runs from the exit hook, where a new gRPC channel or
+        # gevent's HTTP client may no longer start (see serving/admin.py).
         try:
-            loaded = [name for name, (state, _) in model_states(self.http_url, self.admin_key).items()
-                      if state in BUSY_STATES]
-            for name in loaded:
-                with contextlib.suppress(AdminCallError):  # e.g. refused for a model an ensemble uses: the others go on
-                    unload_model(self.http_url, self.admin_key, name)
-            while True:
-                states = model_states(self.http_url, self.admin_key)
-                busy = [name for name in loaded if states.get(name, ("", ""))[0] in BUSY_STATES]
-                if not busy or time.monotonic() >= deadline:
-                    return busy
-                time.sleep(0.05)
+            with TritonAdmin(self.http_url, self.admin_key, "http") as admin:
+                loaded = [name for name, m in admin.states().items() if m.state in BUSY_STATES]
+                for name in loaded:
+                    with contextlib.suppress(AdminCallError):  # e.g. refused for a model an ensemble uses
+                        admin.unload(name)
+                while True:
+                    states = admin.states()
+                    busy = [name for name in loaded if name in states and states[name].state in BUSY_STATES]
+                    if not busy or time.monotonic() >= deadline:
+                        return busy
+                    time.sleep(0.05)
         except AdminCallError:  # the server stopped answering: SIGTERM and its own exit timeout do the rest
             return []
 

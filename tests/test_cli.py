@@ -63,7 +63,7 @@ WARNING = "--out is deprecated for the artifact folder; use --artifacts"
 
 
 def test_out_still_names_the_artifact_folder_of_export_and_optimize_and_warns(tmp_path, monkeypatch, capsys):
-    from tritonize.artifacts import load_manifest
+    from tritonize.model_artifacts import ModelArtifacts
     from tritonize.cli import main
     from tritonize.models import registry
 
@@ -75,7 +75,7 @@ def test_out_still_names_the_artifact_folder_of_export_and_optimize_and_warns(tm
     assert err.count(WARNING) == 1 and f"tritonize export: {WARNING}" in err
     assert main(["optimize", "tiny.py:SPEC", "--artifacts", "art", "--variants", "fp32"]) == 0  # what export wrote
     assert WARNING not in capsys.readouterr().err
-    assert load_manifest(tmp_path / "art", registry.get_spec("tiny.py:SPEC"))["optimize"]["chosen"] == "fp32"
+    assert ModelArtifacts.load(tmp_path / "art", registry.get_spec("tiny.py:SPEC")).manifest.optimize.chosen == "fp32"
     assert not (tmp_path / "artifacts").exists()
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tritonize.bench.tables import table as markdown_table
+from tritonize.bench.report.tables import table as markdown_table
 from tritonize.cli.optimize import variants_table
-from tritonize.cli.run import DEFAULT_MODELS, served_table
+from tritonize.cli.run import served_table
 from tritonize.cli.tables import Col, FitMarkdown, FitTable
 from tritonize.models import get_spec
+from tritonize.pipeline import DEFAULT_MODELS
+from tritonize.pipeline.main_job import MainJobReport, ServedCheck
 
 RUN_HEADERS = ("model", "artifacts", "served == in-process", "max |err|", "first call (ms)")
 VARIANT_HEADERS = ("model", "variant", "parity", "err", "top1/cos", "b=1", "b=max", "vs fp32", "threads")
@@ -31,9 +33,9 @@ def run_report():
     notes = {"mlp": "reused", "cnn": "rebuilt: the spec changed since the export (its fingerprint differs)",
              "lstm": "built", "transformer": "optimized again (the export was current; no int8_static variant)",
              "minilm": "rebuilt (--force)"}
-    served = [{"model": name, "ok": name != "lstm", "max_abs_err": 1.25e-6 * (i + 1), "latency_ms": 3.5 * (i + 1)}
+    served = [ServedCheck(model=name, ok=name != "lstm", max_abs_err=1.25e-6 * (i + 1), latency_ms=3.5 * (i + 1))
               for i, name in enumerate(DEFAULT_MODELS)]
-    return {"artifacts": notes, "served": served}
+    return MainJobReport(done=notes, served=served)
 
 
 def test_the_run_table_keeps_names_verdicts_and_errors_whole_at_80_columns(run_report):

@@ -252,7 +252,7 @@ def _run_one(request, input_names, output_names, run, pb_utils, checks):
 
 class StepTimings:
     """Per `execute` call, when its steps ended (time.monotonic_ns: CLOCK_MONOTONIC, the clock of Triton's
-    trace timestamps, so bench/stages.py places them between the server's own): [requests in the call,
+    trace timestamps, so bench/suite/stages.py places them between the server's own): [requests in the call,
     start, inputs read, inputs checked, model run, responses built]. A call of several requests is run
     by run_batched and has only its start and end (None between). At most `limit` calls are kept;
     `write()` puts them in `path` as JSON (temporary file, then rename)."""

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from tritonize.bench.host_cpu import busy_fractions, core_times
-from tritonize.bench.tables import cores
+from tritonize.bench.load.host_cpu import busy_fractions, core_times
+from tritonize.bench.report.tables import cores
 from tritonize.serving.placement import available_cpus, pinned
 
 # user nice system idle iowait irq softirq steal guest guest_nice, as Linux writes them

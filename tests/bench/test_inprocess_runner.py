@@ -2,8 +2,8 @@
 user's terminal, failures reported with their reasons."""
 import pytest
 
-from tritonize.bench.inprocess import InProcessFailed, expected_tests, run_inprocess
-from tritonize.bench.suite import SuiteOptions
+from tritonize.bench.suite.options import SuiteOptions
+from tritonize.bench.suite.inprocess import InProcessFailed, expected_tests, run_inprocess
 
 
 @pytest.mark.server

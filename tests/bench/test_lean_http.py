@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tritonize.bench.lean_http import LeanHttpError, LeanHttpSender, tensor_bytes, tensor_from_bytes
-from tritonize.bench.served import LEAN_HTTP, infer_inputs, run_load, text_inputs
+from tritonize.bench.load.lean_http import LeanHttpError, LeanHttpSender, tensor_bytes, tensor_from_bytes
+from tritonize.bench.load.served import LEAN_HTTP, infer_inputs, run_load, text_inputs
 from tritonize.model_repository.config import TEXT_SUFFIX
 from tritonize.models import get_spec
 

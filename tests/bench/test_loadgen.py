@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tritonize.bench.loadgen import closed_loop, open_loop
+from tritonize.bench.load.loadgen import closed_loop, open_loop
 
 
 def flaky_sender_factory(every: int = 5, sleep_s: float = 0.001):

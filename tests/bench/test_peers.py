@@ -1,4 +1,4 @@
-"""The peer comparison (bench/peers.py, `tritonize peers`): the raw sender against a real HTTP server,
+"""The peer comparison (bench/peers/, `tritonize peers`): the raw sender against a real HTTP server,
 the peer apps' row encoding on a real ONNX Runtime session, the summary and ratio tables, argument
 errors, the constraints that keep torch out of the peers' venvs, the peers' process handling, and that
 the peer apps import nothing of tritonize or torch. The real run (venvs from PyPI, real peers) is
@@ -18,11 +18,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tritonize.bench import wrk
-from tritonize.bench.lean_http import LeanHttpError, RawHttpSender, post_request
-from tritonize.bench.loadgen import closed_loop
-from tritonize.bench.peer_envs import APPS, NO_TORCH, PeerEnv, PeerError, PeerProcess, write_constraints
-from tritonize.bench.peer_report import (
+from tritonize.bench.load import wrk
+from tritonize.bench.load.lean_http import LeanHttpError, RawHttpSender, post_request
+from tritonize.bench.load.loadgen import closed_loop
+from tritonize.bench.peers.compare import SERVERS, PeersOptions, Turn, check_options, measure, servable_specs
+from tritonize.bench.peers.envs import APPS, NO_TORCH, PeerEnv, PeerError, PeerProcess, write_constraints
+from tritonize.bench.peers.report import (
     PeerResults,
     PeerRow,
     headlines,
@@ -31,8 +32,7 @@ from tritonize.bench.peer_report import (
     summarize,
     write_results,
 )
-from tritonize.bench.peers import SERVERS, PeersOptions, Turn, check_options, measure, servable_specs
-from tritonize.bench.provenance import machine_info
+from tritonize.bench.report.provenance import machine_info
 from tritonize.cli import peers as cli_peers
 from tritonize.cli.main import main
 
@@ -183,7 +183,7 @@ def test_the_command_refuses_bad_options_before_building_anything(tmp_path, caps
     assert main(["peers", "--levels", "0", "--envs", str(envs), "--out", str(tmp_path / "o")]) == 2
     assert "concurrency levels >= 1, got [0]" in capsys.readouterr().err
     assert not envs.exists() and not (tmp_path / "o").exists()
-    assert cli_peers.SERVER_NAMES == tuple(SERVERS)  # the command's choices are the servers bench/peers.py knows
+    assert cli_peers.SERVER_NAMES == tuple(SERVERS)  # the command's choices are the servers bench/peers/compare.py knows
 
 
 def _fake_torch_wheel(folder: Path) -> None:
@@ -273,11 +273,13 @@ def test_a_peer_that_exits_is_reported_with_its_log(tmp_path):
                     reason="builds the peers' venvs from PyPI and runs real Mosec and LitServe servers: "
                            "set TRITONIZE_PEERS=1 to run it")
 def test_a_real_run_serves_the_same_answers_everywhere(tmp_path):
-    from tritonize.bench.peers import run_peers
+    from tritonize.bench.peers.compare import run_peers
 
     opts = PeersOptions(models=("mlp",), levels=(1, 4), rounds=1, duration_s=0.5, out=tmp_path / "out",
                         artifacts=tmp_path / "artifacts")
-    results = run_peers(opts, progress=lambda _: None)
+    from tritonize.pipeline.current import current_artifacts
+
+    results = run_peers(opts, progress=lambda _: None, current=lambda specs: current_artifacts(specs, opts.artifacts))
     assert {c.server for c in results.checks} == set(SERVERS) and all(c.ok for c in results.checks)
     assert {(r.server, int(r.level)) for r in results.rows} == {(s, c) for s in SERVERS for c in (1, 4)}
     assert all(r.errors == 0 and r.ok > 0 for r in results.rows)

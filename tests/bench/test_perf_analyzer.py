@@ -1,4 +1,4 @@
-"""bench/perf_analyzer.py. The real perf_analyzer does not run on this project's machines (its wheel
+"""bench/load/perf_analyzer.py. The real perf_analyzer does not run on this project's machines (its wheel
 needs glibc 2.38), so the runs below use stand-in executables that answer the way its documentation
 says it does (a CSV at the path given to -f, or an error and a non-zero exit); what is tested is our
 side: the input data, the command, the parsing, the failure reports and the suite's handling."""
@@ -11,14 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tritonize.bench import perf_analyzer as pa
-from tritonize.bench.progress import NoProgress
-from tritonize.bench.provenance import Machine
-from tritonize.bench.report import perf_analyzer_section
-from tritonize.bench.results import SuiteResults
-from tritonize.bench.served import ServerBreakdown, ServerTimes, ServedRow
-from tritonize.bench.served_runs import perf_analyzer_rows
-from tritonize.bench.suite import SuiteOptions
+from tritonize.bench.load import perf_analyzer as pa
+from tritonize.bench.load.served import ServerBreakdown, ServerTimes, ServedRow
+from tritonize.bench.report.provenance import Machine
+from tritonize.bench.report.report import perf_analyzer_section
+from tritonize.bench.report.results import SuiteResults
+from tritonize.bench.suite.options import SuiteOptions
+from tritonize.bench.suite.progress import NoProgress
+from tritonize.bench.suite.served_runs import perf_analyzer_rows
 from tritonize.models import get_spec
 
 # The example of perf_analyzer's documentation (rows sorted by throughput, not by concurrency), plus

@@ -1,10 +1,10 @@
-"""bench/progress.py: what the suite reports to, and the rich bars the command line shows."""
+"""bench/suite/progress.py: what the suite reports to, and the rich bars the command line shows."""
 import io
 
 import pytest
 from rich.console import Console
 
-from tritonize.bench.progress import CallbackProgress, NoProgress, Progress, RichStageProgress, as_progress
+from tritonize.bench.suite.progress import CallbackProgress, NoProgress, Progress, RichStageProgress, as_progress
 
 
 def test_a_callable_gets_one_line_per_stage_and_step():

@@ -1,7 +1,7 @@
 """What a report records about the code it measured."""
 import subprocess
 
-from tritonize.bench.provenance import git_commit
+from tritonize.bench.report.provenance import git_commit
 
 
 def test_the_commit_is_marked_dirty_when_code_outside_the_committed_reports_differs_from_it(tmp_path):

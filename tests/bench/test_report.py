@@ -1,6 +1,7 @@
 """The suite end to end on the real server (short runs), and its report: files, typed results read back,
-the user's SLOs judged, the project's targets only in the project's run, readable plots, and an
-in-process runner that prints nothing."""
+the user's SLOs judged, no project targets in a user's run, the project's records read back and
+rendered, readable plots, and an in-process runner that prints nothing. The project's own runs are
+tests/studies/test_project.py's."""
 import csv
 import json
 import shutil
@@ -9,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tritonize.bench.inprocess import expected_tests
-from tritonize.bench.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS
-from tritonize.bench.plots import inprocess_figure, served_figure
-from tritonize.bench.project import FloorResult, ProjectResults, ScalingResult, targets
-from tritonize.bench.provenance import IdlePolicy, Machine
-from tritonize.bench.report import markdown
-from tritonize.bench.results import SuiteResults
-from tritonize.bench.slo import judge
-from tritonize.bench.suite import Slo, SuiteOptions, parse_slo, run_suite
-from tritonize.bench.sweep import LevelRun, SweepConfig, SweepResult
-from tritonize.bench.turns import FLOOR_BLOCK, PooledLevel
-from tritonize.serving.idle import poll_idle_unavailable
+from tritonize.bench.load.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS
+from tritonize.bench.load.served import ServerBreakdown
+from tritonize.bench.report.plots import inprocess_figure, served_figure
+from tritonize.bench.report.project import FloorResult, PooledLevel, ProjectResults, ScalingResult, Target
+from tritonize.bench.report.provenance import IdlePolicy, Machine
+from tritonize.bench.report.report import markdown
+from tritonize.bench.report.results import SuiteResults
+from tritonize.bench.suite.options import Slo, SuiteOptions, parse_slo
+from tritonize.bench.suite.run import run_suite
+from tritonize.bench.suite.inprocess import expected_tests
+from tritonize.bench.suite.slo import judge
+from tritonize.bench.suite.sweep import LevelRun, SweepConfig, SweepResult
 from tritonize.serving.placement import available_cpus
 
 # Every row meets the latency bound and none the throughput bound: both halves of a verdict show.
@@ -150,7 +151,8 @@ def test_every_part_of_the_results_survives_the_round_trip():
                        project=ProjectResults(floors=[_floor("split", "default", 0.4, 0.35)],
                                               scaling=[_scaling("grpc", "default", 2000, 6200)]),
                        skipped={"dynamic-batching sweep": "why"})
-    results.project.targets = targets(results.project)
+    results.project.targets = [Target(name="served mlp p50 / do-nothing p50", measured="1.143x", goal="<= 1.10x",
+                                      met=False)]
     back = SuiteResults.from_json(json.loads(json.dumps(results.to_json())))
     assert back == results
     assert back.project.floors[0].server["mlp"].compute_infer_us == 60.0 and back.sweep.best == config
@@ -205,65 +207,6 @@ def test_the_served_plot_has_one_row_of_panels_per_model_and_draws_the_slos(tiny
     assert [t.get_text() for t in fig.legends[0].get_texts()] == sorted(backends)
 
 
-@pytest.mark.server
-def test_the_projects_run_measures_its_floors_and_judges_its_targets(artifacts, tmp_path):
-    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
-                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=1.0, project=True)
-    progress = Recording()
-    folder = run_suite(opts, progress)
-    results = SuiteResults.read(folder)
-    project = results.project
-    main = project.floors[0]
-    assert main.ratio > 0 and main.idle == "default" and project.targets[0].name.startswith("served mlp")
-    assert "project: mlp vs its do-nothing twin" in [name for name, _, _ in progress.stages]
-    assert results.skipped["the project's cnn scaling"].startswith("needs cnn among the served models")
-    polling = poll_idle_unavailable() is None
-    floors = {f.setup: f for f in project.floors}
-    if len(available_cpus()) >= 2:  # the placed server's floor, and the two measured beside it
-        polled = {"split, poll idle", "stubs alone, poll idle"} if polling else set()
-        assert set(floors) == {"split", "none", "stubs alone"} | polled
-        assert floors["stubs alone"].where.endswith("model stubs alone on CPU " + str(max(available_cpus())))
-        assert main.setup == "split"
-    for f in floors.values():
-        assert f.requests == {"mlp": f.blocks * FLOOR_BLOCK, "mlp_noop": f.blocks * FLOOR_BLOCK}
-        q25, median, q75 = f.block_ratio_quartiles
-        assert f.blocks >= 1 and q25 <= median <= q75
-        assert f.ratio == pytest.approx(f.p50_ms / f.noop_p50_ms)
-        # each setup's own requests, also where two setups are one server (polling or not)
-        for name, count in f.requests.items():
-            assert f.server[name].requests == count and f.server[name].mean_batch == 1
-            assert f.server[name].compute_infer_us > 0
-    if polling:  # measured with no core halting, after everything measured with the host's own idle policy
-        assert floors[f"{main.setup}, poll idle"].resting_idle_entries_per_request == {"mlp": 0, "mlp_noop": 0}
-        default = [f for f in project.floors if f.idle == "default"]
-        polled_floors = [f for f in project.floors if f.idle == "poll"]
-        assert max(f.measured_s[1] for f in default) <= min(f.measured_s[0] for f in polled_floors)
-        assert [t.name for t in project.targets].count(
-            "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling") == 1
-    else:
-        assert results.skipped["the MLP floor and the CNN scaling with idle cores polling"] == poll_idle_unavailable()
-    summary = (folder / "summary.md").read_text()
-    assert "## Project targets" in summary and "## SLOs" in summary
-    if len(floors) > 1:
-        split = floors[main.setup].server
-        assert "server compute infer us (mlp / do-nothing)" in summary
-        assert f"take turns in blocks of {FLOOR_BLOCK} requests" in summary
-        assert f"{split['mlp'].compute_infer_us:.1f} / {split['mlp_noop'].compute_infer_us:.1f}" in summary
-        if "stubs alone" in floors:
-            assert f"stubs alone: {floors['stubs alone'].where}" in summary
-
-
-@pytest.mark.server
-def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
-    opts = SuiteOptions(models=["mlp"], artifacts=artifacts, results_root=tmp_path, quick=True, inprocess=False,
-                        protocols=("grpc",), grpc_levels=(1,), duration_s=0.2, floor_seconds=0.5, placement=False,
-                        project=True)
-    results = SuiteResults.read(run_suite(opts))
-    assert results.placement.startswith("none")
-    assert results.project.floors[0].placement == "none" and results.served[0].errors == 0
-    assert {f.setup for f in results.project.floors} <= {"none", "none, poll idle"}
-
-
 def _results(opts, **kw):
     machine = Machine(host="h", platform="p", cpu="c", cores=2, memory_gb=1.0, gpu="none",
                       cpuidle=IdlePolicy(driver="d", governor="g", states=["POLL (0 us)"]))
@@ -283,92 +226,24 @@ def _scaling(protocol, idle, c1, c8):
 
 
 def _floor(placement, idle, p50_ms, noop_p50_ms):
-    from tritonize.bench.served import ServerBreakdown
-
     breakdown = ServerBreakdown(queue_us=10.0, compute_input_us=1.0, compute_infer_us=60.0, compute_output_us=1.0,
                                 requests=100, executions=100, mean_batch=1.0)
     return FloorResult(model="mlp", setup=placement + (", poll idle" if idle == "poll" else ""), placement=placement,
                        where="w", idle=idle, p50_ms=p50_ms, noop_p50_ms=noop_p50_ms, ratio=p50_ms / noop_p50_ms,
-                       requests={"mlp": 100, "mlp_noop": 100}, blocks=1, block_requests=FLOOR_BLOCK,
+                       requests={"mlp": 100, "mlp_noop": 100}, blocks=1, block_requests=100,
                        measured_s=[0.0, 1.0], block_ratio_quartiles=[1.0, 1.1, 1.2],
                        resting_idle_entries_per_request={"mlp": 0.5, "mlp_noop": 0.4},
                        server={"mlp": breakdown, "mlp_noop": breakdown})
 
 
-def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_take_turns():
-    project = ProjectResults(scaling=[_scaling("http-lean", "default", 4000, 13000),
-                                      _scaling("grpc", "default", 2000, 5000)])
-    rows = {t.name.rsplit(", ", 1)[1]: t for t in targets(project)}
-    assert set(rows) == {"lean HTTP load generator", "tritonclient gRPC load generator"}
-    assert rows["lean HTTP load generator"].measured == "3.25x (per-turn quartiles 2.50 / 2.75 / 3.00; mean batch 4.00)"
-    assert rows["lean HTTP load generator"].met
-    assert rows["tritonclient gRPC load generator"].measured.startswith("2.50x")
-    assert not rows["tritonclient gRPC load generator"].met
-
-
-def test_a_scaling_run_with_failed_requests_does_not_meet_its_target():
-    row = _scaling("http-lean", "default", 4000, 13000)
-    row.levels["c8"].errors = 3
-    [target] = targets(ProjectResults(scaling=[row]))
-    assert target.measured.endswith("; 3 failed requests)") and not target.met
-
-
-def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores_polling():
-    project = ProjectResults(floors=[_floor("split", "default", 0.40, 0.35), _floor("none", "default", 0.5, 0.4),
-                                     _floor("split", "poll", 0.28, 0.27)],
-                             scaling=[_scaling("grpc", "default", 2000, 6200), _scaling("grpc", "poll", 3000, 6600)])
-    got = {t.name: (t.measured.split(" (")[0], t.met) for t in targets(project)}
-    assert got == {
-        "served mlp batch-1 gRPC p50 / do-nothing model p50": ("1.143x", False),
-        "served mlp batch-1 gRPC p50 (absolute)": ("0.400 ms", True),
-        "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator":
-            ("3.10x", True),
-        "served mlp batch-1 gRPC p50 / do-nothing model p50, idle cores polling": ("1.037x", True),
-        "served mlp batch-1 gRPC p50 (absolute), idle cores polling": ("0.280 ms", True),
-        "cnn throughput, concurrency 8 / concurrency 1 (dynamic batching), tritonclient gRPC load generator, "
-        "idle cores polling": ("2.20x", False)}
-    opts = SuiteOptions(models=["mlp"], artifacts=Path("a"))
-    project.targets = targets(project)
-    assert "## Project targets" in markdown(_results(opts, project=project))
-    assert "## Project targets" not in markdown(_results(opts))
-
-
-@pytest.mark.server
-@pytest.mark.parametrize("quick", [True, False])
-def test_the_cnn_scaling_takes_turns_between_concurrency_1_and_8(artifacts, tmp_path, quick):
-    make = SuiteOptions.quick_defaults if quick else SuiteOptions
-    opts = make(models=["cnn"], artifacts=artifacts, results_root=tmp_path, inprocess=False, protocols=("grpc",),
-                grpc_levels=(1,), duration_s=0.2, scaling_seconds=1.0, compare_placements=False, project=True)
-    results = SuiteResults.read(run_suite(opts))
-    main = "split" if len(available_cpus()) >= 2 else "none"
-    polled = not quick and poll_idle_unavailable() is None  # a quick run leaves polling to the full suite
-    setups = [main] + ([f"{main}, poll idle"] if polled else [])
-    rows = results.project.scaling
-    # each setup's load generators take turns; the polled setup comes after, since polling's effect outlasts it
-    assert [(r.protocol, r.setup) for r in rows] == [(p, s) for s in setups for p in ("http-lean", "grpc")]
-    assert all(a.measured_s[1] <= b.measured_s[0] for a, b in zip(rows, rows[1:]) if a.setup != b.setup)
-    for r in rows:
-        c1, c8 = r.levels["c1"], r.levels["c8"]
-        assert r.turns >= 1 and c1.errors == c8.errors == 0 and c1.requests > 0 and c8.requests > 0
-        assert r.ratio == pytest.approx(c8.infer_per_s / c1.infer_per_s)
-        assert c1.mean_batch == pytest.approx(1.0) and c8.mean_batch >= 1.0
-        assert set(c8.cores_busy) >= {f"cpu{c}" for c in available_cpus()}
-        assert all(0 <= f <= 1 for f in c8.cores_busy.values() if f == f)
-        q25, median, q75 = r.turn_ratio_quartiles
-        assert q25 <= median <= q75
-    judged = [t.name for t in results.project.targets if t.name.startswith("cnn throughput")]
-    assert len(judged) == len(rows) and sum(name.endswith(", idle cores polling") for name in judged) == polled * 2
-    folder, = tmp_path.iterdir()
-    assert folder.name.endswith("-quick") == quick
-    summary = (folder / "summary.md").read_text()
+def test_the_project_sections_render_the_project_records():
+    """The report renders a project's results whoever measured them: the records and their sections are
+    the report's (bench/report/project.py); the block size is the one the run recorded."""
+    opts = SuiteOptions(models=["mlp"], artifacts=Path("a"), project=True)
+    floors = [_floor("split", "default", 0.40, 0.35), replace(_floor("none", "default", 0.5, 0.4), block_requests=7)]
+    project = ProjectResults(floors=floors, scaling=[_scaling("grpc", "default", 2000, 6200)])
+    summary = markdown(_results(opts, project=project))
+    assert "## Project targets" in summary and "No target could be judged" in summary
+    assert "take turns in blocks of 100 requests" in summary  # the first floor's
     assert "## Scaling with dynamic batching (served cnn, concurrency 1 and 8 taking turns)" in summary
-    assert f"| {setups[-1]} | grpc | {rows[-1].turns} |" in summary
-
-
-def test_the_summary_names_the_idle_policy_and_a_latency_bound_held_by_another_process():
-    results = _results(SuiteOptions(models=["mlp"], artifacts=Path("a")))
-    results.machine.cpuidle = IdlePolicy(driver="intel_idle", governor="menu", states=["POLL (0 us)", "C1 (2 us)"])
-    line = "CPU idle policy: driver intel_idle, governor menu, states POLL (0 us), C1 (2 us)"
-    assert line + "." in markdown(results)
-    results.machine.cpuidle.latency_bound_us = 0
-    assert line + ", a PM QoS CPU latency bound of 0 us held when the run started." in markdown(results)
+    assert "| split | grpc | 3 | 2000 | 6200 | 4.00 | 3.10x |" in summary

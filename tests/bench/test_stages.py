@@ -1,4 +1,4 @@
-"""The per-stage breakdown (bench/stages.py, #26): Triton's trace, the stub's timings and the client's
+"""The per-stage breakdown (bench/suite/stages.py, #26): Triton's trace, the stub's timings and the client's
 clock joined per request; the stages add up to each request's round trip, and the server's stages to
 what Triton's own statistics count for the same requests."""
 import dataclasses
@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from tritonize.bench import stages
-from tritonize.bench.served import LEAN_HTTP, PROTOCOLS, model_statistics, sender_factory, settled_statistics
+from tritonize.bench.load.served import LEAN_HTTP, PROTOCOLS, model_statistics, sender_factory, settled_statistics
+from tritonize.bench.suite import stages
 from tritonize.cli import stages as cli_stages
 from tritonize.cli.main import main
 from tritonize.models import get_spec
@@ -137,7 +137,7 @@ def test_stub_timings_off_writes_nothing_and_the_answer_is_unchanged(artifacts, 
 
 
 def test_a_lever_setup_edits_every_config_and_replaces_only_the_onnx_runners_files(tmp_path):
-    from tritonize.bench import stage_levers
+    from tritonize.studies import stage_levers
 
     base = tmp_path / "base"
     for name, files in (("mlp", ("model.onnx", "model.py", "request_batching.py")), ("other", ("model.py",))):
@@ -159,7 +159,7 @@ def test_a_lever_setup_edits_every_config_and_replaces_only_the_onnx_runners_fil
 
 
 def test_lever_ratios_are_the_median_of_the_rounds_ratios():
-    from tritonize.bench import stage_levers
+    from tritonize.studies import stage_levers
 
     nan = float("nan")
     runs = {(0, "mlp", "c1"): [(1.0, nan), (2.0, nan), (1.0, nan)],

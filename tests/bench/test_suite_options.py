@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonize.bench.suite import Slo, SuiteOptions, check_options, check_results_root, parse_slo, parse_slos
-from tritonize.bench.sweep import BatchingSettings, write_back
+from tritonize.bench.suite.options import Slo, SuiteOptions, check_options, check_results_root, parse_slo, parse_slos
+from tritonize.bench.suite.sweep import BatchingSettings, write_back
 from tritonize.cli import main
 from tritonize.model_repository.config import parse_pbtxt
 from tritonize.models.registry import UnknownModelError
@@ -129,14 +129,3 @@ def test_an_slo_given_twice_is_refused():
     with pytest.raises(ValueError, match=r"each name once, got min_throughput more than once "
                                          r"\(min_throughput=100, min_throughput=200\)"):
         parse_slos(["min_throughput=100", "p99_ms=5", "min_throughput=200"])
-
-
-def test_the_suite_reexports_what_the_command_line_calls():
-    import tritonize.bench.options as options
-    import tritonize.bench.suite as suite
-
-    assert suite.parse_slo is options.parse_slo and suite.SuiteOptions is options.SuiteOptions
-    assert suite.check_results_root is options.check_results_root and callable(suite.run_suite)
-    quick = suite.SuiteOptions.quick_defaults(models=["mlp"], artifacts=Path("a"), slos=(parse_slo("p99_ms=5"),))
-    assert quick.quick and not quick.project and quick.slo("p99_ms") == Slo("p99_ms", 5.0)
-    assert quick.slo("p50_ms") is None

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tritonize.bench.served import LEAN_HTTP
-from tritonize.bench.sweep import BatchingSettings, SweepGrid, batching_sweep, grid_size, write_back
+from tritonize.bench.load.served import LEAN_HTTP
+from tritonize.bench.suite.sweep import BatchingSettings, SweepGrid, batching_sweep, grid_size, write_back
 from tritonize.model_repository.config import parse_pbtxt
 from tritonize.model_repository.writer import build_repository
 from tritonize.models import get_spec
@@ -97,10 +97,10 @@ def test_write_back_puts_the_best_settings_in_the_config(mlp_server, tmp_path):
 
 
 def test_the_suite_records_the_winner_for_repo_tune_and_writes_it_back(mlp_server, artifacts, tmp_path):
-    from tritonize.bench.provenance import IdlePolicy, Machine
-    from tritonize.bench.results import SuiteResults
-    from tritonize.bench.served_runs import sweep
-    from tritonize.bench.suite import SuiteOptions
+    from tritonize.bench.report.provenance import IdlePolicy, Machine
+    from tritonize.bench.report.results import SuiteResults
+    from tritonize.bench.suite.served_runs import sweep
+    from tritonize.bench.suite.options import SuiteOptions
     from tritonize.model_repository.tuning import read_tunings
 
     server, repo = mlp_server

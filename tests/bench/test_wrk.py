@@ -1,4 +1,4 @@
-"""wrk as the load generator (bench/wrk.py): the lean sender's request taken apart for wrk, unsafe
+"""wrk as the load generator (bench/load/wrk.py): the lean sender's request taken apart for wrk, unsafe
 headers refused, a missing binary named with how to get it, and, where wrk is installed, a real run
 against a small HTTP server on loopback that checks what arrived and counts error answers."""
 import dataclasses
@@ -6,8 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tritonize.bench import wrk
-from tritonize.bench.lean_http import infer_request
+from tritonize.bench.load import wrk
+from tritonize.bench.load.lean_http import infer_request
 
 
 def test_the_lean_request_becomes_a_wrk_request():

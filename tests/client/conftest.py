@@ -74,6 +74,24 @@ def raw_client(server) -> grpcclient.InferenceServerClient:
     return client
 
 
+class Clock:
+    """A stand-in for time.monotonic that moves only when the test moves it (`clock.now += seconds`)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """time.monotonic on a clock the test moves, for everything that reads it (the client's modules too)."""
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    return clock
+
+
 @pytest.fixture(scope="session")
 def raw(server):
     """Plain tritonclient on the session server: the reference the client is compared with."""

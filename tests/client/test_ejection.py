@@ -1,23 +1,5 @@
-"""The endpoint ring's ejection and re-probe, on a clock the test moves (no server)."""
-import pytest
-
-from tritonize.client import endpoints
+"""The endpoint ring's ejection and re-probe, on a clock the test moves (`clock`, conftest.py; no server)."""
 from tritonize.client.endpoints import EndpointRing
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(endpoints.time, "monotonic", clock)
-    return clock
 
 
 def picks(ring: EndpointRing, n: int) -> list[str]:

@@ -17,7 +17,7 @@ from tritonize.deploy.image import RUNNER_REQUIREMENTS, base_image
 from tritonize.deploy.k8s import MARKER, write_k8s
 from tritonize.deploy.options import DeployOptions
 from tritonize.serving.admin import ADMIN_KEY_ENV
-from tritonize.serving.server import MEMORY_BOUND_ENV
+from tritonize.serving.config import MEMORY_BOUND_ENV
 
 # The oldest Kubernetes these manifests are for (PDB unhealthyPodEvictionPolicy is on by default there).
 K8S_VERSION = "1.30.0"

@@ -5,7 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-from tritonize.artifacts import ArtifactError, load_manifest
+from tritonize.artifacts import ArtifactError
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.cli import main
 from tritonize.export.parity import ParityError
 from tritonize.export.runtime import ort_session, run_ort, run_torch
@@ -36,8 +37,8 @@ def test_onnx_matches_pytorch_on_fresh_inputs(artifacts, name):
 def test_export_writes_dynamic_axes_weights_and_a_parity_report(artifacts, name):
     spec = get_spec(name)
     folder = artifacts / name
-    manifest = load_manifest(artifacts, spec)
-    assert {"model.onnx", "weights.safetensors", "parity.json"} <= set(manifest["files"])
+    manifest = ModelArtifacts.load(artifacts, spec).manifest
+    assert {"model.onnx", "weights.safetensors", "parity.json"} <= set(manifest.files)
     graph = onnx.load(str(folder / "model.onnx")).graph
     for t, v in zip(spec.inputs, graph.input):
         assert v.name == t.name
@@ -56,21 +57,21 @@ def test_a_corrupted_or_missing_artifact_is_refused(artifacts, tmp_path):
     onnx_file = tmp_path / "mlp" / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:-10])
     with pytest.raises(ArtifactError, match="model.onnx does not match its manifest digest"):
-        load_manifest(tmp_path, spec)
+        ModelArtifacts.load(tmp_path, spec)
     onnx_file.unlink()
     with pytest.raises(ArtifactError, match="model.onnx is listed in the manifest but missing"):
-        load_manifest(tmp_path, spec)
+        ModelArtifacts.load(tmp_path, spec)
     (tmp_path / "mlp" / "manifest.json").unlink()
     with pytest.raises(ArtifactError, match="manifest.json is missing"):
-        load_manifest(tmp_path, spec)
+        ModelArtifacts.load(tmp_path, spec)
     with pytest.raises(ArtifactError, match="no artifact folder.*tritonize export cnn"):
-        load_manifest(tmp_path, get_spec("cnn"))
+        ModelArtifacts.load(tmp_path, get_spec("cnn"))
 
 
 def test_artifacts_of_another_spec_are_refused(artifacts):
     changed = dataclasses.replace(get_spec("mlp"), seed=99)
     with pytest.raises(ArtifactError, match="produced from another model description"):
-        load_manifest(artifacts, changed)
+        ModelArtifacts.load(artifacts, changed)
 
 
 def test_failed_parity_exits_with_shape_and_error_and_leaves_nothing(tmp_path):
@@ -101,5 +102,5 @@ def test_cli_an_unwritable_output_is_an_error_not_a_traceback(tmp_path, capsys):
 
 
 def test_legacy_exporter_is_an_option(tmp_path):
-    manifest = export_model(get_spec("mlp"), tmp_path, exporter="legacy")
-    assert manifest["export"]["exporter"] == "legacy" and manifest["parity"]["ok"]
+    manifest = export_model(get_spec("mlp"), tmp_path, exporter="legacy").manifest
+    assert manifest.export.exporter == "legacy" and manifest.export.parity_ok

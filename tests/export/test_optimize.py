@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from tritonize.artifacts import load_manifest
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.export.optimize import PRECISION, VARIANTS, chosen_variant, optimize_model, pick_variant
 from tritonize.export.runtime import ort_session, run_ort, run_torch
 from tritonize.export.stage import load_module
@@ -14,7 +14,7 @@ from tritonize.models import get_spec, model_names
 def test_variants_that_passed_parity_pass_on_fresh_inputs(artifacts, name):
     spec = get_spec(name)
     module = load_module(spec, artifacts / name)
-    choice = load_manifest(artifacts, spec)["optimize"]
+    choice = ModelArtifacts.load(artifacts, spec).manifest.optimize.raw
     out = spec.output_names[0]
     rng = np.random.default_rng()
     for variant, result in choice["variants"].items():
@@ -43,15 +43,17 @@ def test_variants_that_passed_parity_pass_on_fresh_inputs(artifacts, name):
 @pytest.mark.parametrize("name", model_names("onnx"))
 def test_choice_is_recorded_with_reasons_and_files(artifacts, name):
     spec = get_spec(name)
-    manifest = load_manifest(artifacts, spec)
+    loaded = ModelArtifacts.load(artifacts, spec)
+    manifest = loaded.manifest
     choice = json.loads((artifacts / name / "variants" / "choice.json").read_text())
-    assert choice == manifest["optimize"]
+    assert choice == manifest.optimize.raw
+    assert manifest.optimize.chosen == choice["chosen"] and set(manifest.optimize.variants) == set(choice["variants"])
     assert choice["chosen"] in choice["variants"] and choice["variants"][choice["chosen"]]["parity_ok"]
     assert choice["chosen"] in choice["why"]
     for int8 in (choice["variants"]["int8"], choice["variants"]["int8_static"]):
         assert (int8["top1_agreement"] if spec.classifier else int8["min_cosine"]) is not None
-    assert {f"variants/{v}/model.onnx" for v in VARIANTS} <= set(manifest["files"])
-    variant, path = chosen_variant(artifacts, spec)
+    assert {f"variants/{v}/model.onnx" for v in VARIANTS} <= set(manifest.files)
+    variant, path = chosen_variant(loaded)
     assert variant == choice["chosen"] and path.is_file()
 
 

@@ -7,6 +7,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonize.cli import main
 from tritonize.export.tensorrt import (PRECISIONS, TensorRTUnavailable, create_config, parity_shapes, profile_shapes,
                                        require_tensorrt, tensorrt_problem)
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.models import get_spec, model_names
 from tritonize.model_repository.config import build_config, parse_pbtxt, to_pbtxt
 
@@ -87,7 +88,7 @@ def test_engine_builds_passes_parity_and_is_served_as_a_plan(artifacts, tmp_path
     shutil.copytree(artifacts / "mlp", root / "mlp")
     info = build_engine(get_spec("mlp"), root, precision)
     assert info["parity"]["ok"] and info["tensorrt"] and info["gpu"]
-    assert built_engine(root, get_spec("mlp"))[0] == precision
+    assert built_engine(ModelArtifacts.load(root, get_spec("mlp")))[0] == precision
     build_repository([get_spec("mlp")], root, tmp_path / "repo", "gpu")
     config = parse_pbtxt((tmp_path / "repo" / "mlp" / "config.pbtxt").read_text())
     assert config.platform == "tensorrt_plan" and (tmp_path / "repo" / "mlp" / "1" / "model.plan").is_file()

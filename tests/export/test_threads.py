@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tritonize.artifacts import load_manifest
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.export.optimize import variant_thread_profile
 from tritonize.export.threads import ThreadProfile, batch_sizes, choose_from_rows, measure_profile
 from tritonize.models import get_spec, model_names
@@ -60,10 +60,10 @@ def test_a_profile_survives_the_manifest_and_a_bad_one_is_named():
 @pytest.mark.parametrize("name", model_names("onnx"))
 def test_optimize_measures_every_variant_it_may_serve(artifacts, name):
     spec = get_spec(name)
-    variants = load_manifest(artifacts, spec)["optimize"]["variants"]
-    for variant, result in variants.items():
-        profile = variant_thread_profile(artifacts, spec, variant)
-        if not result["parity_ok"]:  # never served, never measured
+    loaded = ModelArtifacts.load(artifacts, spec)
+    for variant, result in loaded.manifest.optimize.variants.items():
+        profile = variant_thread_profile(loaded, variant)
+        if not result.parity_ok:  # never served, never measured
             assert profile is None
             continue
         assert (profile.base_threads, profile.threads) == (spec.serving.ort_threads, spec.serving.large_batch_threads)

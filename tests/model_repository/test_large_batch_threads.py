@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tritonize.artifacts import load_manifest, update_manifest
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.export.runtime import ort_session
 from tritonize.export.threads import ThreadProfile
 from tritonize.model_repository.config import parse_pbtxt
@@ -24,10 +24,11 @@ def _with_profile(artifacts, root, from_rows, threads=2):
     """A copy of mlp's artifacts whose fp32 variant's measured profile is the one given."""
     shutil.copytree(artifacts / "mlp", root / "mlp")
     spec = get_spec("mlp")
-    choice = load_manifest(root, spec)["optimize"]
+    loaded = ModelArtifacts.load(root, spec)
+    choice = loaded.manifest.optimize.raw
     speedup = {1: 0.6, FROM_ROWS: 1.3, spec.serving.max_batch_size: 1.5}
     choice["variants"]["fp32"]["threads"] = ThreadProfile(1, threads, from_rows, speedup).to_json()
-    update_manifest(root, spec, [], optimize=choice)
+    loaded.record([], optimize=choice)
     return root
 
 

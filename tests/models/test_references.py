@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from tritonize import ModelSpec, TensorSpec
-from tritonize.artifacts import load_manifest
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.cli import main
 from tritonize.export.onnx_export import ExportError
 from tritonize.export.stage import export_model
@@ -155,12 +155,12 @@ def test_the_manifest_records_the_source_and_an_edited_file_is_not_reused(tmp_pa
     path = write_model(tmp_path)
     spec = get_spec(f"{path}:SPEC")
     export_model(spec, tmp_path / "art")
-    source = load_manifest(tmp_path / "art", spec)["source"]
+    source = ModelArtifacts.load(tmp_path / "art", spec).manifest.source
     assert source == {"reference": f"{path}:SPEC", "file": str(path.resolve()), "sha256": spec.source.sha256}
     path.write_text(path.read_text() + "\n# an edit\n")
     edited = get_spec(f"{path}:SPEC")
     with pytest.raises(Exception, match=r"was exported from .*net.py as it was before it changed") as stale:
-        load_manifest(tmp_path / "art", edited)
+        ModelArtifacts.load(tmp_path / "art", edited)
     assert f"tritonize export {path}:SPEC" in str(stale.value)
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from tritonize import ModelSpec, TensorSpec
-from tritonize.artifacts import load_manifest
+from tritonize.model_artifacts import ModelArtifacts
 from tritonize.export.stage import export_model, load_module
 from tritonize.models.weights import WeightsError, load_weights
 
@@ -37,13 +37,13 @@ def test_weights_from_a_file_are_what_gets_exported_and_recorded(tmp_path, suffi
     export_model(spec(path), tmp_path / "art")
     exported = load_module(spec(path), tmp_path / "art" / "weighted").state_dict()
     assert all(torch.equal(exported[k], v) for k, v in trained().items())
-    recorded = load_manifest(tmp_path / "art", spec(path))["weights"]
+    recorded = ModelArtifacts.load(tmp_path / "art", spec(path)).manifest.weights
     assert recorded["file"] == str(path) and len(recorded["sha256"]) == 64
     other = trained()
     other["0.bias"] += 1
     save_file(other, str(path)) if suffix == ".safetensors" else torch.save(other, path)
     with pytest.raises(Exception, match="exported with other weights than .*trained"):
-        load_manifest(tmp_path / "art", spec(path))
+        ModelArtifacts.load(tmp_path / "art", spec(path))
 
 
 def test_weights_that_do_not_fit_are_listed_in_one_error(tmp_path):

@@ -29,7 +29,7 @@ import tritonclient.grpc as grpcclient
 from tritonize.client import RetryPolicy, TritonClient
 from tritonize.client.errors import GRPC_ADMIN_KEY_HEADER
 from tritonize.models import get_spec
-from tritonize.serving.admin import model_states
+from tritonize.serving.admin import TritonAdmin
 from tritonize.serving.replicas import Replicas
 
 pytestmark = pytest.mark.server
@@ -248,7 +248,9 @@ def test_serve_replicas_writes_the_endpoints_file_and_sigterm_stops_them_all(s3_
         # One admin key for all: the file serve names opens the model repository API of both.
         key_file = Path(text.split("admin key (all replicas): new, written to ")[1].split()[0])
         key = key_file.read_text().strip()
-        assert all(model_states(e["http"], key)["mlp"][0] == "READY" for e in entries)
+        for e in entries:
+            with TritonAdmin(e["grpc"], key) as admin:
+                assert admin.states()["mlp"].state == "READY"
 
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[0]

@@ -11,8 +11,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from tritonize.bench.served import WRK_HTTP
-from tritonize.bench.turns import servers_in_turns
+from tritonize.bench.load.served import WRK_HTTP
+from tritonize.studies.turns import servers_in_turns
 from tritonize.model_repository.writer import build_repository
 from tritonize.models import get_spec
 from tritonize.serving.server import TritonServer

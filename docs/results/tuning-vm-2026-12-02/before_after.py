@@ -5,8 +5,8 @@ from pathlib import Path
 from tritonize.models import get_spec
 from tritonize.model_repository.writer import build_repository
 from tritonize.serving.server import TritonServer
-from tritonize.bench.served import WRK_HTTP
-from tritonize.bench.turns import servers_in_turns
+from tritonize.bench.load.served import WRK_HTTP
+from tritonize.studies.turns import servers_in_turns
 models = ["mlp", "cnn", "lstm", "transformer", "minilm"]
 rounds = int(sys.argv[1])
 new = [get_spec(m) for m in models]
@@ -16,7 +16,7 @@ build_repository(old, art, Path("/tmp/ba/old"), "cpu")
 build_repository(new, art, Path("/tmp/ba/new"), "cpu")
 servers = {"before": TritonServer(Path("/tmp/ba/old"), models, memory_bound=True).start(),
            "after": TritonServer(Path("/tmp/ba/new"), models).start()}
-try:  # the turns loop now lives in bench/turns.py (servers_in_turns); same order, same runs
+try:  # the turns loop now lives in studies/turns.py (servers_in_turns); same order, same runs
     served = servers_in_turns(servers, models, (1, 8, 32), rounds, 2.0, WRK_HTTP, lambda line: print(line, flush=True))
     rows = {key: [(r.throughput_rps, r.p50_ms, r.server.mean_batch, r.errors) for r in runs]
             for key, runs in served.items()}

@@ -3,8 +3,8 @@ from pathlib import Path
 from tritonize.models import get_spec
 from tritonize.model_repository.writer import build_repository
 from tritonize.serving.server import TritonServer
-from tritonize.bench.sweep import batching_sweep, SweepGrid, DEFAULT_GRID
-from tritonize.bench.report import sweep_section
+from tritonize.bench.suite.sweep import batching_sweep, SweepGrid, DEFAULT_GRID
+from tritonize.bench.report.report import sweep_section
 models = sys.argv[1].split(",")
 quick = len(sys.argv) > 2 and sys.argv[2] == "quick"
 grid = SweepGrid(max_queue_delay_us=(0,), instance_count=(1,), preferred_batch_sizes=((), (4,)), max_batch_size=(64,), levels=(1, 8), finalists=1) if quick else DEFAULT_GRID

@@ -15,7 +15,7 @@ run comes from the config's `parameters`:
   input_checks      what to check in each request before running it (JSON; see request_batching.py)
   stage_timings     a file path: each `execute` call's steps are timed (request_batching.run_timed) and
                     written there as JSON when the model is unloaded (default "": off, and nothing is
-                    timed: `execute` is then the plain method). bench/stages.py sets it.
+                    timed: `execute` is then the plain method). bench/suite/stages.py sets it.
 It needs only numpy, onnxruntime and request_batching.py (copied beside it), so the folder also runs in NVIDIA's Triton container.
 """
 import json
@@ -52,7 +52,7 @@ class TritonPythonModel:
         # What Triton cannot check against the config (token ids in the vocabulary, sequence lengths,
         # masks, finite floats); a request failing it gets INVALID_ARG and never reaches the model.
         self.checks = read_checks(config)
-        # Stage timings for bench/stages.py. Off, the class's own `execute` runs and nothing is timed; on,
+        # Stage timings for bench/suite/stages.py. Off, the class's own `execute` runs and nothing is timed; on,
         # this instance's `execute` is the timed one (the stub looks the method up on the instance).
         self.timings = StepTimings(params["stage_timings"]) if params.get("stage_timings") else None
         if self.timings is not None:
