@@ -14,6 +14,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .spec_checks import check_spec
+
 BATCH = "batch"
 SEQ = "seq"
 
@@ -214,7 +216,8 @@ class ModelSpec:
     serving: ServingHints = ServingHints()
     seed: int = 0
     classifier: bool = False
-    # Sequence lengths to check parity at, and the one used for examples and tracing.
+    # Sequence lengths to check parity at (the middle one is used for examples and tracing), and the
+    # longest a request may carry; defaults for a spec with a "seq" axis in spec_checks.py.
     seq_lens: tuple[int, ...] = ()
     max_seq_len: int = 0
     # A kernel model runs another factory over the same weights as `base_model` (e.g. a fused kernel).
@@ -244,6 +247,9 @@ class ModelSpec:
             object.__setattr__(self, "weights", str(self.weights))  # a Path is welcome too
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        # Every other field, and the sequence lengths a spec with a "seq" axis leaves out (spec_checks.py).
+        for name, value in check_spec(self).items():
+            object.__setattr__(self, name, value)
 
     @property
     def has_seq(self) -> bool:
