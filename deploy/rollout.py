@@ -120,14 +120,25 @@ def publish_model(model: str, repository: Path, store_url: str, version_dir: Pat
                        f"{sorted({r.model for r in result.rows})}")
 
 
-def onnx_reference(version_dir: Path) -> Reference:
-    """ONNX Runtime in-process on the version's model file: what the replica must answer."""
+def _onnx_session(path: Path):
+    """ONNX Runtime's session on `path`; a file it cannot load (ORT's errors derive from Exception alone)
+    is a RolloutError naming the file and ORT's reason, before anything reaches the store."""
     import onnxruntime as ort
 
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - InvalidProtobuf, Fail, InvalidGraph, ...: all a file ORT cannot run
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RolloutError(f"parity check: expected an ONNX model that ONNX Runtime can load at {path}, got one "
+                           f"it refuses ({reason}); nothing was published") from None
+
+
+def onnx_reference(version_dir: Path) -> Reference:
+    """ONNX Runtime in-process on the version's model file: what the replica must answer."""
     path = version_dir / ONNX_FILE
     if not path.is_file():
         raise RolloutError(f"parity check: expected an ONNX model at {path}, got no such file")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _onnx_session(path)
     names = [o.name for o in session.get_outputs()]
     return lambda inputs: dict(zip(names, session.run(names, dict(inputs))))
 
@@ -142,9 +153,7 @@ def check_rows(model: str, version_dir: Path, rows: int, seed: int = 25) -> dict
         return get_spec(model).example_inputs(rows, None, rng)
     except UnknownModelError:
         pass
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(version_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+    session = _onnx_session(version_dir / ONNX_FILE)
     out = {}
     for tensor in session.get_inputs():
         if tensor.type not in _ONNX_TYPES:

@@ -85,3 +85,22 @@ def test_a_failed_load_names_the_replica_and_step_and_pins_the_old_version_every
         assert pinned.version_policy.WhichOneof("policy_choice") == "specific"
         assert list(pinned.version_policy.specific.versions) == [1] and pinned.max_batch_size == 8
     assert fake.made["c:1"].loads == []
+
+
+@pytest.mark.parametrize("content", [b"not a model", b""])
+def test_a_model_file_onnx_runtime_cannot_load_is_refused_before_publishing(tmp_path, monkeypatch, capsys, content):
+    """`tritonize rollout` with a broken model.onnx: exit 2 and one line naming the file, no traceback,
+    and no call to the store or the replicas (neither exists here)."""
+    from tritonize.cli import main
+    from tritonize.serving.admin import new_admin_key
+
+    version = tmp_path / "repo" / "m" / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(content)
+    monkeypatch.setenv("TRITONIZE_ADMIN_KEY", new_admin_key())
+    assert main(["rollout", "m", "--repo", str(tmp_path / "repo"), "--store", "s3://nowhere/prefix",
+                 "--endpoints", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"expected an ONNX model that ONNX Runtime can load at {version / 'model.onnx'}" in err.replace("\n", "")
+    assert "nothing was published" in err.replace("\n", "")
