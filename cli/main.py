@@ -7,6 +7,7 @@ and `tritonize <command> --help` answer at once; each command imports its stage 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from rich.markup import escape
@@ -59,5 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - re-raised below unless it is one the user can fix
         if not isinstance(e, user_errors()):
             raise
-        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)  # text, not markup
+        console.print(f"[bold red]error:[/] {escape(_message(e))}", soft_wrap=True, highlight=False)  # text, not markup
         return 2
+
+
+# A write the machine refused: the disk (or quota) is full, or the device failed.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno in DISK_ERRORS and e.filename:
+        # A copy's error names both files (shutil: filename the source, filename2 the destination).
+        return (f"{e.strerror} while writing {e.filename2 or e.filename}; the files being written were removed (a stage "
+                f"writes beside its output and renames at the end): free space there, or choose another "
+                f"folder, and run the command again")
+    return str(e)

@@ -13,6 +13,7 @@ records the pick and why.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -40,11 +41,14 @@ from ..model_artifacts import ModelArtifacts
 from ..models.spec import ModelSpec
 from ..timing import measure_latency
 from .input_rows import InputRows
-from .parity import agreement_cases, check_parity
+from .parity import ParityError, agreement_cases, check_parity
 from .runtime import ort_session, run_ort, run_torch
 from .stage import load_module
 from .threads import PAIRS, ThreadProfile, batch_sizes, measure_profile
 
+# A write the machine refused (disk or quota full, device failed): it stops optimize rather than being
+# recorded as a variant that could not be built.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
 
 
@@ -60,14 +64,18 @@ def _build_ort_opt(src: Path, dst: Path, calibration: InputRows) -> None:
 
 
 @contextmanager
-def _scratch_working_dir():
-    """ORT's quantization tools may write scratch files into the working directory (a failed shape
-    inference saves its model and external data there): they go to a temporary folder instead."""
+def _scratch_copy(src: Path) -> Iterator[Path]:
+    """A copy of `src` in a temporary folder that is also the working directory: ORT's quantization
+    tools write scratch files there (a failed shape inference saves its model and external data in the
+    working directory; quantize_dynamic writes `<model>-inferred.onnx` beside its input and leaves it
+    when it fails), never into the artifact folder."""
     before = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="tritonize-optimize-") as scratch:
+        copy = Path(scratch) / src.name
+        shutil.copyfile(src, copy)
         os.chdir(scratch)
         try:
-            yield
+            yield copy
         finally:
             os.chdir(before)
 
@@ -164,8 +172,14 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
             out.parent.mkdir()
             step(f"{name}: building")
             try:
-                with _scratch_working_dir():
-                    BUILDERS[name](folder / ONNX_FILE, out, calibration)
+                with _scratch_copy(folder / ONNX_FILE) as source:
+                    BUILDERS[name](source, out, calibration)
+            except OSError as e:
+                if e.errno in DISK_ERRNOS:  # the machine's fault, not the variant's: the whole optimize stops
+                    raise
+                results[name] = {"built": False, "error": f"{type(e).__name__}: {e}"}
+                shutil.rmtree(out.parent)
+                continue
             except Exception as e:  # noqa: BLE001 - a variant that cannot be built is reported, never skipped silently
                 results[name] = {"built": False, "error": f"{type(e).__name__}: {e}"}
                 shutil.rmtree(out.parent)
@@ -249,7 +263,7 @@ def _parity_failure(result: dict) -> str:
 def pick_variant(results: dict[str, dict]) -> dict:
     passing = {n: r for n, r in results.items() if r.get("built") and r["parity_ok"]}
     if not passing:
-        raise RuntimeError("no variant passed parity; not even the FP32 export: " +
+        raise ParityError("no variant passed parity; not even the FP32 export: " +
                            "; ".join(f"{n}: {r.get('error') or r.get('max_abs_err')}" for n, r in results.items()))
     baseline = _score(results["fp32"]) if results.get("fp32", {}).get("built") else None
     best = min(passing, key=lambda n: _score(passing[n]))

@@ -1,6 +1,7 @@
 """`tritonize export`: weights + ONNX + checks + parity into one artifact folder per model."""
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +68,19 @@ def check_outputs(spec: ModelSpec, module: torch.nn.Module) -> None:
                               f"{list(o.shape)}")
 
 
+def _save_weights(module, path: Path) -> None:
+    """safetensors reports a failed write as its own error with the OS's words in it; as an OSError (with
+    ENOSPC where the disk is full) it reaches the user as one line, like every other failed write."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    except SafetensorError as e:
+        full = "No space left" in str(e) or "os error 28" in str(e)
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"{'No space left on device' if full else e}",
+                      str(path)) from None
+
+
 def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int | None = None,
                  step: Step = _quiet, rng: np.random.Generator | None = None,
                  data: InputRows | None = None) -> ModelArtifacts:
@@ -81,7 +95,7 @@ def export_model(spec: ModelSpec, root: Path, exporter: str = "auto", opset: int
         step("checking the outputs against the spec")
         check_outputs(spec, module)
         step("saving weights")
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+        _save_weights(module, tmp / WEIGHTS_FILE)
         step("exporting to ONNX")
         info = export_onnx(spec, module, tmp / ONNX_FILE, exporter, opset)
         step("checking parity with ONNX Runtime")
