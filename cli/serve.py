@@ -45,9 +45,10 @@ replicas:
   then a rename): {{"grpc": "host:port", "http": "host:port", "metrics": "http://host:port/metrics",
   "pid": <tritonserver pid>}}; serve prints the same. Ctrl-C, SIGTERM and SIGHUP remove F and drain
   all replicas at once. It is a stand-in for a cluster in tests and demos (give the grpc addresses
-  to `tritonize infer --url` or to TritonClient), not an orchestrator: a replica that dies is
-  reported and stays dead while the others keep serving (serve then exits 1); nothing is restarted,
-  rescheduled or scaled. For a real cluster, see `tritonize deploy k8s`.
+  to `tritonize infer --url` or to TritonClient), not an orchestrator: a replica whose tritonserver
+  dies is restarted on its ports after 1 s, then 2, 4... (5 restarts at most), and F is rewritten with
+  its new pid; one past its restarts is given up and leaves F (serve then exits 1, at once when none is
+  left). Nothing is rescheduled or scaled. For a real cluster, see `tritonize deploy k8s`.
 """
 
 
@@ -225,7 +226,8 @@ def _serve(args, served, new_key: bool, key_where: str, write_key_to: Path | Non
                 endpoints_file = write_endpoints_file(args.endpoints_file, served.endpoints())
             served.say_ready(key_where, _notes(args, served, endpoints_file))
             while not stop.wait(0.5):
-                served.watch()
+                if served.watch() and endpoints_file is not None:  # a restart's new pid, a replica given up
+                    endpoints_file = write_endpoints_file(args.endpoints_file, served.endpoints())
             console.print(f"{_signal_name(caught)}: {served.draining()} (not ready, new requests refused, up to "
                           f"{args.drain_seconds:g} s for those in flight)...", highlight=False)
             _remove(endpoints_file)
@@ -298,9 +300,10 @@ class _One:
                   f"Ctrl-C (or SIGTERM, SIGHUP) drains for up to {self.args.drain_seconds:g} s and stops the server.",
                   highlight=False)
 
-    def watch(self) -> None:
+    def watch(self) -> bool:
         if self.server.process.poll() is not None:
             raise CliError(f"tritonserver exited with code {self.server.process.returncode}\n{self.server.log_tail()}")
+        return False
 
     def draining(self) -> str:
         return "draining"
@@ -322,8 +325,8 @@ class _One:
 
 
 class _Replicas:
-    """N servers on free ports (serving/replicas.py runs their health loops): one that dies is reported and
-    stays dead while the others serve (not an orchestrator), and serve then exits 1."""
+    """N servers on free ports (serving/replicas.py runs their health loops and restarts one that dies, with
+    a back-off, up to a limit); serve exits 1 if one was given up, and at once when none is left."""
 
     def __init__(self, args, config):
         from ..serving.replicas import Replicas
@@ -332,7 +335,6 @@ class _Replicas:
         self.replicas = Replicas(args.repo, args.replicas, args.models or None, config=config,
                                  health_interval_s=args.health_interval, report=_health_line)
         self.servers = self.replicas.servers
-        self.died: dict[int, int] = {}
 
     def starting(self) -> str:
         return f"starting {len(self.servers)} x {self.servers[0].binary.path} on {self.args.repo}"
@@ -359,30 +361,37 @@ class _Replicas:
         out.print(f"Ctrl-C (or SIGTERM, SIGHUP) drains all {len(endpoints)} replicas for up to "
                   f"{self.args.drain_seconds:g} s and stops them.", highlight=False)
 
-    def watch(self) -> None:
+    def watch(self) -> bool:
+        """Report what heal() did; True when the endpoints changed (a restart's new pid, a replica given up)."""
         from rich.markup import escape
 
-        for i, code in self.replicas.exited().items():
-            if i not in self.died:  # not an orchestrator: reported, not restarted; the others keep serving
-                self.died[i] = code
-                console.print(f"[bold red]replica {i}[/] ({self.endpoints()[i].grpc}): tritonserver exited with "
-                              f"code {code}; the other replicas keep serving\n"
-                              f"{escape(self.servers[i].log_tail(10))}", highlight=False)
-        if len(self.died) == len(self.servers):
-            raise CliError(f"every replica's tritonserver exited (codes {', '.join(map(str, self.died.values()))})")
+        events = self.replicas.heal()
+        for e in events:
+            tail = f"\n{escape(self.servers[e.index].log_tail(10))}" if e.what in ("died", "gave up") else ""
+            style = "green" if e.what == "restarted" else "red"
+            console.print(f"[bold {style}]replica {e.index}[/] ({self.servers[e.index].grpc_url}): {e.what}: "
+                          f"{escape(e.detail)}{tail}", highlight=False)
+        if len(self.replicas.gone) == len(self.servers):
+            raise CliError(f"every replica's tritonserver exited and was given up after "
+                           f"{self.replicas.restart_limit} restart(s) each; see the logs above")
+        return any(e.what in ("restarted", "gave up") for e in events)
 
     def draining(self) -> str:
-        left = len(self.servers) - len(self.died)
+        left = len(self.servers) - len(self.replicas.gone)
         return f"draining {left} replica{'s' if left != 1 else ''}"
 
     def stop(self) -> str:
         return f"exit codes {', '.join('-' if c is None else str(c) for c in self.replicas.stop())}"
 
     def outcome(self) -> int:
-        if not self.died:
+        gone, restarts = sorted(self.replicas.gone), sum(self.replicas.restarts)
+        if restarts:
+            console.print(f"{restarts} restart(s) while serving: " + ", ".join(
+                f"replica {i} x{n}" for i, n in enumerate(self.replicas.restarts) if n), highlight=False)
+        if not gone:
             return 0
-        console.print(f"[bold red]{len(self.died)} of {len(self.servers)} replicas exited while serving: "
-                      f"{', '.join(f'replica {i} (code {c})' for i, c in self.died.items())}", highlight=False)
+        console.print(f"[bold red]{len(gone)} of {len(self.servers)} replicas given up while serving: "
+                      f"{', '.join(f'replica {i}' for i in gone)}", highlight=False)
         return 1
 
     def close(self) -> None:

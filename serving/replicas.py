@@ -6,15 +6,19 @@ a single `serve` has, and stops them all in parallel, each with its drain. `endp
 replica's addresses and its tritonserver's pid, and `write_endpoints_file` writes them as the JSON list
 that clients and scripts read (serving/endpoints_file.py, the file's one writer and one reader).
 
-It is for tests and demos of what clients see of a cluster (round-robin, failover, a drained or killed
-replica), not an orchestrator: a replica that dies stays dead, nothing is rescheduled or scaled.
+It is for tests, demos and one machine's serving (round-robin, failover, a drained or killed replica),
+not an orchestrator: nothing is rescheduled elsewhere or scaled. A replica whose tritonserver dies is
+restarted on its own ports by `heal()`, which its owner calls now and then (`tritonize serve` every half
+second): after a back-off that doubles with each restart, up to a limit; then it is given up and leaves
+`endpoints()`.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +29,19 @@ from .ports import distinct_free_ports
 from .server import ServerError, TritonServer
 
 PORTS_PER_SERVER = len(PORT_KINDS)  # http, grpc, metrics
+# A dead replica's restarts: the first after a second (a crash that repeats at once, say a bad model in the
+# store, then does not spin), each next one after twice as long, and after RESTART_LIMIT it is given up.
+RESTART_BACKOFF_S = 1.0
+RESTART_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class ReplicaEvent:
+    """What `heal()` did about one replica: "died" (with when it restarts), "restarted", "restart failed"
+    or "gave up"; `detail` says how and why, in words."""
+    index: int
+    what: str
+    detail: str
 
 
 def endpoint_of(server: TritonServer) -> ReplicaEndpoint:
@@ -50,9 +67,14 @@ class Replicas:
 
     def __init__(self, repository: str | os.PathLike, count: int = 2, models: list[str] | None = None, *,
                  config: ServerConfig | None = None, health_interval_s: float = DEFAULT_INTERVAL_S,
-                 report: Callable[[str], None] | None = None, **options):
+                 report: Callable[[str], None] | None = None, restart_limit: int = RESTART_LIMIT,
+                 restart_backoff_s: float = RESTART_BACKOFF_S, **options):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count: expected a number of replicas >= 1, got {count!r}")
+        if isinstance(restart_limit, bool) or not isinstance(restart_limit, int) or restart_limit < 0:
+            raise ValueError(f"restart_limit: expected restarts >= 0 per replica, got {restart_limit!r}")
+        if not restart_backoff_s > 0:
+            raise ValueError(f"restart_backoff_s: expected seconds > 0, got {restart_backoff_s!r}")
         if not health_interval_s >= 0:
             raise ValueError(f"health_interval_s: expected seconds >= 0 (0: no health loop), got {health_interval_s!r}")
         config = config_of(config, options)  # its admin key, made once if none was given, is every replica's
@@ -73,6 +95,10 @@ class Replicas:
         self.health: list[ModelHealth | None] = [None] * count
         self._started: list[ReplicaEndpoint] = []
         self._stopped: set[int] = set()  # replicas stopped by us (stop_replica), not dead on their own
+        self.restart_limit, self.restart_backoff_s = restart_limit, restart_backoff_s
+        self.restarts = [0] * count  # each replica's restarts so far
+        self._restart_at: dict[int, float] = {}  # dead replica -> when heal() restarts it
+        self.gone: set[int] = set()  # replicas given up: out of endpoints()
 
     def __repr__(self) -> str:  # never the admin key
         return f"Replicas({len(self.servers)} x {str(self.servers[0].repository)!r})"
@@ -108,11 +134,57 @@ class Replicas:
         return lambda line: report(f"replica {index} ({url}): {line}")
 
     def endpoints(self) -> list[ReplicaEndpoint]:
-        """Each replica's addresses and tritonserver pid, as they were when all had started (a replica
-        stopped or dead since keeps its entry: clients of a cluster also see members go away)."""
+        """Each replica's addresses and tritonserver pid (a restarted one's new pid), but those given up. A
+        replica stopped or dead, and not yet given up, keeps its entry: clients of a cluster also see
+        members go away, and come back."""
         if not self._started:
             raise ServerError(f"{self!r}: expected started replicas (start() or `with`), got none started")
-        return list(self._started)
+        return [e for i, e in enumerate(self._started) if i not in self.gone]
+
+    def heal(self) -> list[ReplicaEvent]:
+        """Restart, on its own ports, each replica whose tritonserver died (not one stopped here), once its
+        back-off has passed; give up one that has used its restarts. What was done, for the caller to
+        report (and to rewrite the endpoints file on a restart or a give-up). A restart runs here, waiting
+        for the server to be ready, while the other replicas serve on."""
+        events = []
+        for i, code in self.exited().items():
+            if i in self.gone:
+                continue
+            if i not in self._restart_at:  # found dead now
+                self._stop_health(i)
+                if self.restarts[i] >= self.restart_limit:
+                    self.gone.add(i)
+                    events.append(ReplicaEvent(i, "gave up", f"tritonserver exited with code {code} after "
+                                                             f"{self.restarts[i]} restart(s), the limit"))
+                    continue
+                delay = self.restart_backoff_s * 2 ** self.restarts[i]
+                self._restart_at[i] = time.monotonic() + delay
+                events.append(ReplicaEvent(i, "died", f"tritonserver exited with code {code}; restarting in "
+                                                      f"{delay:g} s (restart {self.restarts[i] + 1} of "
+                                                      f"{self.restart_limit})"))
+            elif time.monotonic() >= self._restart_at[i]:
+                del self._restart_at[i]
+                self.restarts[i] += 1
+                events.append(self._restart(i))
+        return events
+
+    def _restart(self, index: int) -> ReplicaEvent:
+        server, started = self.servers[index], time.monotonic()
+        server.stop()  # the dead one's leftovers: its stubs, its shared memory
+        try:
+            server.start()  # its own ports again; a failure leaves it stopped, found dead by the next heal()
+        except ServerError as e:
+            return ReplicaEvent(index, "restart failed", str(e).splitlines()[0])
+        self._started[index] = endpoint_of(server)
+        if self.health_interval_s > 0:
+            self.health[index] = ModelHealth(server, self.health_interval_s, self._reporter(index)).start()
+        return ReplicaEvent(index, "restarted", f"ready in {time.monotonic() - started:.1f} s, pid "
+                                                f"{server.process.pid}")
+
+    def _stop_health(self, index: int) -> None:
+        if self.health[index] is not None:
+            self.health[index].stop()
+            self.health[index] = None
 
     def write_endpoints_file(self, path: str | os.PathLike) -> Path:
         return write_endpoints_file(path, self.endpoints())
@@ -127,9 +199,7 @@ class Replicas:
         if not 0 <= index < len(self.servers):
             raise IndexError(f"replica: expected an index from 0 to {len(self.servers) - 1}, got {index}")
         self._stopped.add(index)
-        if self.health[index] is not None:
-            self.health[index].stop()
-            self.health[index] = None
+        self._stop_health(index)
         return self.servers[index].stop()
 
     def stop(self) -> list[int | None]:

@@ -197,6 +197,55 @@ def test_a_replica_killed_mid_load_costs_the_caller_nothing(replicas, pool, caps
     assert counts["wrong"] == 0
 
 
+def test_heal_restarts_the_killed_replica_on_its_ports_under_load(replicas, pool, capsys):
+    group, path = replicas
+    (victim,) = group.exited()  # the one the test above killed
+    old = group.endpoints()[victim]
+    urls = [e.grpc for e in group.endpoints()]
+    with failover_client(urls) as client:
+        load = Load(client, pool)
+        load.wait_for(100)
+        started, events = time.monotonic(), []
+        while not any(e.what in ("restarted", "gave up") for e in events):
+            assert time.monotonic() - started < 90, events
+            events += group.heal()
+            time.sleep(0.1)
+        restarted_s = time.monotonic() - started
+        before = answered(urls[victim], group.admin_key)
+        # Until the client sends to it again (its cool-down of the endpoint, and gRPC's reconnect back-off).
+        while answered(urls[victim], group.admin_key) <= before + 10:
+            assert time.monotonic() - started < restarted_s + 60, f"replica {victim} got no requests back"
+            time.sleep(0.2)
+        back_s = time.monotonic() - started - restarted_s
+        counts = load.stop()
+    assert [e.what for e in events] == ["died", "restarted"], events
+    new = group.endpoints()[victim]
+    assert (new.grpc, new.http) == (old.grpc, old.http) and new.pid != old.pid and group.restarts[victim] == 1
+    with capsys.disabled():
+        print(f"\nreplicas: heal() restarted replica {victim} on its ports in {restarted_s:.1f} s under load, back in "
+              f"the client's rotation {back_s:.1f} s later: {counts}")
+    assert counts["failed"] == 0, load.failures[:5]
+    assert counts["wrong"] == 0
+
+
+def test_a_replica_past_its_restarts_is_given_up_and_leaves_the_endpoints(replicas):
+    group, path = replicas
+    victim = live(group)[-1]
+    limit, group.restart_limit = group.restart_limit, group.restarts[victim]  # its restarts used up
+    try:
+        os.kill(group.endpoints()[victim].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while victim not in group.exited():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (event,) = group.heal()
+        assert (event.index, event.what) == (victim, "gave up") and "code -9" in event.detail
+        assert victim in group.gone and len(group.endpoints()) == REPLICAS - 1
+        assert group.heal() == []  # given up once, then left alone
+    finally:
+        group.restart_limit = limit
+
+
 def test_a_replica_drained_mid_load_costs_the_caller_nothing(replicas, pool, capsys):
     group, path = replicas
     alive = live(group)
@@ -260,21 +309,35 @@ def test_serve_replicas_writes_the_endpoints_file_and_sigterm_stops_them_all(s3_
         assert not any(os.path.exists(f"/proc/{e['pid']}") for e in entries)
 
 
-def test_serve_reports_a_dead_replica_keeps_the_other_and_exits_1(s3_store, store_url, tmp_path, serve_any):
+def test_serve_restarts_a_dead_replica_on_its_ports_and_rewrites_the_endpoints_file(s3_store, store_url, tmp_path,
+                                                                                     serve_any):
     endpoints_file = tmp_path / "endpoints.json"
     with serve_replicas(serve_any, s3_store, store_url, endpoints_file, tmp_path) as (proc, text):
         first, second = json.loads(endpoints_file.read_text())
+        killed = time.monotonic()
         os.kill(first["pid"], signal.SIGKILL)
-        report = proc.stdout.readline()  # the next thing serve says (stdout and stderr are one pipe)
-        assert f"replica 0 ({first['grpc']}): tritonserver exited with code -9; the other replicas keep serving" \
-            in report, report
-        with TritonClient(second["grpc"]) as client:  # not an orchestrator: no restart, the other one serves on
+        died = proc.stdout.readline()  # the next things serve says (stdout and stderr are one pipe)
+        assert f"replica 0 ({first['grpc']}): died: tritonserver exited with code -9; restarting in 1 s " \
+               f"(restart 1 of 5)" in died, died
+        lines = [died]
+        while "restarted:" not in lines[-1]:  # the server's log tail comes first
+            lines.append(proc.stdout.readline())
+            assert lines[-1] and time.monotonic() - killed < 90, "".join(lines)
+        restarted_s = time.monotonic() - killed
+        assert f"replica 0 ({first['grpc']}): restarted: ready in " in lines[-1]
+        deadline = time.monotonic() + 5  # rewritten right after the restart's line
+        while json.loads(endpoints_file.read_text())[0]["pid"] == first["pid"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again, same = json.loads(endpoints_file.read_text())
+        assert (again["grpc"], again["http"], same) == (first["grpc"], first["http"], second)
+        assert again["pid"] != first["pid"] and f"pid {again['pid']}" in lines[-1]
+        with TritonClient(again["grpc"]) as client:  # back on its own ports, serving
             assert client.model_info("mlp").max_batch_size > 0
+        print(f"\nreplicas: serve restarted a killed replica in {restarted_s:.1f} s")
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[0]
-        assert proc.returncode == 1, text + report + rest
-        assert "SIGTERM: draining 1 replica (" in rest and "1 of 2 replicas exited while serving: replica 0 (code -9)" \
-            in rest, rest
+        assert proc.returncode == 0, text + "".join(lines) + rest  # restarted, none given up
+        assert "1 restart(s) while serving: replica 0 x1" in rest and "SIGTERM: draining 2 replicas (" in rest, rest
         assert not endpoints_file.exists()
 
 
