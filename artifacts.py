@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +49,9 @@ TENSORRT_TIMING_CACHE = "tensorrt/timing.cache"
 UNLISTED = (TENSORRT_TIMING_CACHE,)
 # The hidden temporary names of write_json, atomic_dir and a stage's own `.<file>.tmp`: a stage in
 # progress (or one killed) leaves them, and no stage ever reads one, so they are not artifacts.
+# A write the machine refused (disk or quota full, a failed device, a read-only filesystem): what every
+# writer passes on as is, and the CLI reports as one line naming the file.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 TEMPORARY_NAME = re.compile(r"\..+(\.tmp|\.tmp-[0-9a-f]{8}|\.old-[0-9a-f]{8})")
 
 

@@ -230,17 +230,13 @@ class ModelArtifacts:
             found = f"{data.get('model')}@{data.get('spec_fingerprint')}" if isinstance(data, dict) else _brief(data)
             raise _unusable(root, spec, f"{folder} was produced from another model description (expected "
                                         f"{spec.name}@{spec.fingerprint()}, found {found})")
-        listed = data.get("files")
-        if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
-            raise _unusable(root, spec, f"{path}: expected 'files' to map each file to its SHA-256, got "
-                                        f"{_brief(listed)}")
         try:
             manifest = Manifest.parse(data)
         except ValueError as e:
             raise _unusable(root, spec, f"{path}: {e}") from None
         artifacts = cls(root, spec, manifest)
         artifacts._check_sources()
-        for name in listed:
+        for name in manifest.files:
             _check_listed_name(folder, path, name, artifacts.unusable)
         artifacts._verify_files(ignore_under)
         return artifacts
@@ -326,10 +322,3 @@ def _folder_files(folder: Path) -> Iterator[str]:
             if not TEMPORARY_NAME.fullmatch(name) and (rel / name).as_posix() != MANIFEST:
                 yield (rel / name).as_posix()
 
-
-def load_all(root: Path, specs: list[ModelSpec]) -> dict[str, ModelArtifacts]:
-    """Each spec's artifacts by model name, each loaded and verified once."""
-    return {spec.name: ModelArtifacts.load(root, spec) for spec in specs}
-
-
-__all__ = ["Manifest", "ModelArtifacts", "OptimizeReport", "VariantReport", "load_all", "new_manifest"]

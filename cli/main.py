@@ -7,11 +7,11 @@ and `tritonize <command> --help` answer at once; each command imports its stage 
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 
 from rich.markup import escape
 
+from ..artifacts import DISK_ERRNOS
 from . import bench, deploy, export, infer, models, optimize, peers, publish, repo, rollout, run, serve, stages, top
 from .common import CliError, console
 
@@ -64,12 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# A write the machine refused: the disk (or quota) is full, or the device failed.
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
-
-
 def _message(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.errno in DISK_ERRORS and e.filename:
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS and e.filename:
         # A copy's error names both files (shutil: filename the source, filename2 the destination).
         return (f"{e.strerror} while writing {e.filename2 or e.filename}; the files being written were removed (a stage "
                 f"writes beside its output and renames at the end): free space there, or choose another "

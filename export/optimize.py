@@ -13,7 +13,6 @@ records the pick and why.
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..artifacts import (
     CHOICE_FILE,
+    DISK_ERRNOS,
     ONNX_FILE,
     VARIANTS,
     VARIANTS_DIR,
@@ -46,9 +46,6 @@ from .runtime import ort_session, run_ort, run_torch
 from .stage import load_module
 from .threads import PAIRS, ThreadProfile, batch_sizes, measure_profile
 
-# A write the machine refused (disk or quota full, device failed): it stops optimize rather than being
-# recorded as a variant that could not be built.
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 PRECISION = {"fp32": "fp32", "ort_opt": "fp32", "int8": "int8", "int8_static": "int8"}
 
 
