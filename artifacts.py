@@ -91,8 +91,18 @@ def write_json(path: Path, obj) -> None:
     try:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
         os.replace(tmp, path)
+    except OSError as e:
+        raise named_disk_error(e, path) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def named_disk_error(e: OSError, path: Path) -> OSError:
+    """`e`, naming `path` where it names no file: a full disk often shows only when buffered bytes are
+    flushed, and Python's error then has no file name, which the CLI's one line needs."""
+    if e.filename is None and e.errno in DISK_ERRNOS:
+        return OSError(e.errno, e.strerror, str(path))
+    return e
 
 
 @contextlib.contextmanager
@@ -111,6 +121,9 @@ def atomic_dir(final: Path, marker: str | None = None) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise named_disk_error(e, final) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

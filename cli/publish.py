@@ -10,9 +10,10 @@ from .common import console, out
 def register(sub) -> None:
     p = sub.add_parser("publish", help="upload a model repository to S3-compatible object storage",
                        description="Upload a model repository to s3://BUCKET/PREFIX. A version already in the store "
-                                   "is never overwritten: a changed model goes up as a new version, identical "
-                                   "content is skipped, config.pbtxt follows its versions and repository.json goes "
-                                   "last. Credentials and endpoint come from the standard AWS environment "
+                                   "is never overwritten: a changed model goes up as a new version (its number claimed first, so "
+                                   "two publishes at once never write the same one), identical content is skipped, "
+                                   "config.pbtxt follows its versions and repository.json goes last (it names only "
+                                   "whole versions, even after a publish was killed). Credentials and endpoint come from the standard AWS environment "
                                    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL).")
     p.add_argument("repository", type=Path, metavar="REPO_DIR",
                    help=f"a repository `tritonize repo` wrote (its default: {DEFAULT_REPOSITORY})")
@@ -46,7 +47,7 @@ def run(args) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     from rich.table import Table
 
-    from ..model_repository.store import publish
+    from ..model_repository.publish import publish
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         console=console, transient=True)

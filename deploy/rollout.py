@@ -110,7 +110,7 @@ def publish_model(model: str, repository: Path, store_url: str, version_dir: Pat
                   endpoint_url: str | None = None) -> int:
     """Publish `repository` (every model in it; only `model` is rolled out); the store's version number of
     `version_dir`, the local version rolled out."""
-    from ..model_repository.store import publish
+    from ..model_repository.publish import publish
 
     result = publish(Path(repository), store_url, endpoint_url=endpoint_url)
     for row in result.rows:

@@ -29,6 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping
 
+from ..artifacts import named_disk_error
+
 ADMIN_HEADER = "tritonize-admin-key"  # the HTTP header; lower case, as gRPC metadata keys must be
 GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes restricted gRPC keys with this
 ADMIN_KEY_ENV = "TRITONIZE_ADMIN_KEY"
@@ -103,8 +105,13 @@ def write_admin_key_file(path: Path, key: str) -> Path:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
         raise AdminKeyError(f"admin key file {path}: cannot create it ({e.strerror})") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    except OSError as e:  # a full disk: no empty key file left behind, which the next start would refuse
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise named_disk_error(e, path) from None
     return path
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..artifacts import named_disk_error
+
 
 class EndpointsFileError(ValueError):
     """Not an endpoints file: what was found instead (the caller names the file and what it expected)."""
@@ -46,9 +48,11 @@ def write_endpoints_file(path: str | os.PathLike, endpoints: Sequence[ReplicaEnd
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # addresses and pids, no secret: any local client may read them (mkstemp made 0600)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise named_disk_error(e, path) from None
         raise
     return path
 

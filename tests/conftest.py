@@ -66,6 +66,7 @@ def _fast_tier_starts_no_server(request, monkeypatch):
 # for one test (`s3_env`).
 s3_store = _load_s3_fixtures().s3_store
 s3_env = _load_s3_fixtures().s3_env
+own_s3_store = _load_s3_fixtures().own_s3_store  # a moto process a test may pause and stop
 
 
 @pytest.fixture(scope="session")

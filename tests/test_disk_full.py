@@ -79,3 +79,42 @@ def test_optimize_on_a_full_disk_keeps_the_export(tmp_path):
     _one_line_error(err, tmp_path / "disk")
     assert left == ["./art", "./art/mlp", "./art/mlp/manifest.json", "./art/mlp/model.onnx",
                     "./art/mlp/parity.json", "./art/mlp/weights.safetensors"]
+
+
+def test_bench_results_on_a_full_disk(tmp_path):
+    """The report's folder is written beside its place and renamed: a full disk leaves none of it."""
+    code, err, left = _on_small_disk(tmp_path, "4k", "bench", "mlp", "--no-inprocess", "--no-served",
+                                     "--artifacts", str(tmp_path / "none"), "--results", "DISK/res")
+    assert code == 2
+    _one_line_error(err, tmp_path / "disk")
+    assert left == ["./res"]  # the results root it made; no report folder, whole or half
+
+
+_SERVE_FILES = """
+import sys
+from pathlib import Path
+from tritonize.serving.admin import write_admin_key_file
+from tritonize.serving.endpoints_file import ReplicaEndpoint, write_endpoints_file
+disk = Path(sys.argv[1])
+(disk / "filler").write_bytes(b"x" * 4096)  # the disk is full from here on
+for write in (lambda: write_admin_key_file(disk / "admin.key", "k" * 43),
+              lambda: write_endpoints_file(disk / "endpoints.json", [ReplicaEndpoint("a:1", "a:2", "a:3", 1)])):
+    try:
+        write()
+    except OSError as e:
+        print(e.errno, e.filename)
+"""
+
+
+def test_serves_files_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path):
+    """The admin key file and the endpoints file (what `serve` writes): the error names the file, and no
+    empty key file stays (the next start would refuse it as existing)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o size=4k tmpfs {disk} && '{sys.executable}' -P -c '{_SERVE_FILES}' {disk}; "
+              f"echo LEFT; cd {disk} && find . -mindepth 1 | sort")
+    done = subprocess.run([UNSHARE, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    errors, left = done.stdout.split("LEFT\n")
+    assert errors.split("\n")[:2] == [f"28 {disk}/admin.key", f"28 {disk}/endpoints.json"], done
+    assert left.split() == ["./filler"]

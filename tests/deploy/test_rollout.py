@@ -123,7 +123,7 @@ def versions(url: str, key: str) -> dict[str, bool]:
 @pytest.fixture
 def setup(s3_env, base_repository, tmp_path):
     """v1 published to a fresh prefix, two replicas on it, their endpoints file and admin key file."""
-    from tritonize.model_repository.store import publish
+    from tritonize.model_repository.publish import publish
 
     url = f"s3://{s3_env.bucket}/rollout-{uuid.uuid4().hex[:8]}/models"
     publish(base_repository, url)

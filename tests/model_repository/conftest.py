@@ -6,8 +6,10 @@ Both models come from the session's `artifacts` (exported once for the whole tes
 is written by the writer under test, from the models' real specs with these hints.
 """
 import dataclasses
+import shutil
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -96,3 +98,45 @@ def model_stats(guarded, raw_client):
         return raw_client.get_inference_statistics(model, headers=headers).model_stats[0]
 
     return stats
+
+
+# The store's tests (test_store.py, test_store_faults.py): one MLP repository, published in many ways.
+@pytest.fixture(scope="session")
+def mlp_repository(tmp_path_factory):
+    """A CPU repository of the MLP alone, from a real export (legacy exporter and the fp32 variant: fast)."""
+    from tritonize.export.optimize import optimize_model
+    from tritonize.export.stage import export_model
+    from tritonize.model_repository.writer import build_repository
+
+    root = tmp_path_factory.mktemp("store")
+    spec = get_spec("mlp")
+    export_model(spec, root / "artifacts", exporter="legacy")
+    optimize_model(spec, root / "artifacts", variants=("fp32",), latency_iters=5, agreement_rows=16)
+    build_repository([spec], root / "artifacts", root / "repo", "cpu")
+    return root / "repo"
+
+
+@pytest.fixture
+def repo(mlp_repository, tmp_path):
+    """A copy of the MLP repository this test may change."""
+    return shutil.copytree(mlp_repository, tmp_path / "repo")
+
+
+@pytest.fixture
+def url(s3_env):
+    return f"s3://{s3_env.bucket}/t-{uuid.uuid4().hex[:8]}/models"  # a prefix of its own per test
+
+
+@pytest.fixture
+def change_model_file():
+    """change_model_file(repo, model="mlp"): same graph, other bytes (the ONNX model's doc string), so the
+    changed version still serves."""
+    import onnx
+
+    def change(repo, model="mlp"):
+        path = repo / model / "1" / "model.onnx"
+        onnx_model = onnx.load(path)
+        onnx_model.doc_string = f"changed {uuid.uuid4()}"
+        onnx.save(onnx_model, path)
+
+    return change

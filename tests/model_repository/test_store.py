@@ -4,7 +4,6 @@ and the URL Triton reads the store from, served by the real tritonserver."""
 import json
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,39 +15,13 @@ from tritonize.model_repository.contents import (
     assign_versions,
     read_local_repository,
 )
-from tritonize.model_repository.store import StoreError, parse_s3_url, publish, resolve_endpoint, triton_repository_url
+from tritonize.model_repository.publish import publish
+from tritonize.model_repository.store import StoreError, parse_s3_url, resolve_endpoint, triton_repository_url
 from tritonize.serving.server import free_port  # a closed loopback port: an endpoint nobody answers on
 
 LOCAL_FILES = {"config.pbtxt", "1/model.onnx", "1/model.py", "1/request_batching.py"}
 
 
-
-
-@pytest.fixture(scope="module")
-def mlp_repository(tmp_path_factory):
-    """A CPU repository of the MLP alone, from a real export (legacy exporter and the fp32 variant: fast)."""
-    from tritonize.export.optimize import optimize_model
-    from tritonize.export.stage import export_model
-    from tritonize.model_repository.writer import build_repository
-    from tritonize.models import get_spec
-
-    root = tmp_path_factory.mktemp("store")
-    spec = get_spec("mlp")
-    export_model(spec, root / "artifacts", exporter="legacy")
-    optimize_model(spec, root / "artifacts", variants=("fp32",), latency_iters=5, agreement_rows=16)
-    build_repository([spec], root / "artifacts", root / "repo", "cpu")
-    return root / "repo"
-
-
-@pytest.fixture
-def repo(mlp_repository, tmp_path):
-    """A copy of the MLP repository this test may change."""
-    return shutil.copytree(mlp_repository, tmp_path / "repo")
-
-
-@pytest.fixture
-def url(s3_env):
-    return f"s3://{s3_env.bucket}/t-{uuid.uuid4().hex[:8]}/models"  # a prefix of its own per test
 
 
 def objects(store, url):
@@ -65,16 +38,6 @@ def objects(store, url):
 
 def index(store, url):
     return json.loads(objects(store, url)["repository.json"][0])
-
-
-def change_model_file(repo):
-    """Same graph, other bytes: the ONNX model's doc string, so the changed version still serves."""
-    import onnx
-
-    path = repo / "mlp" / "1" / "model.onnx"
-    model = onnx.load(path)
-    model.doc_string = f"changed {uuid.uuid4()}"
-    onnx.save(model, path)
 
 
 class Recorder:
@@ -100,7 +63,9 @@ def test_publish_uploads_every_file_then_the_config_then_the_index(s3_env, repo,
 
     stored = objects(s3_env, url)
     assert set(stored) == {f"mlp/{f}" for f in LOCAL_FILES} | {"mlp_text/config.pbtxt", "mlp_text/1/",
-                                                                 "repository.json"}
+                                                                 "repository.json", "mlp/1.claim", "mlp_text/1.claim"}
+    claim = json.loads(stored["mlp/1.claim"][0])  # who took the number, for whoever finds it
+    assert claim["version"] == 1 and claim["sha256"] == read_local_repository(repo)[0].versions[0].digest
     for f in LOCAL_FILES:
         assert stored[f"mlp/{f}"][0] == (repo / "mlp" / f).read_bytes()
     assert progress.keys.index(next(k for k in progress.keys if k.endswith("mlp/config.pbtxt"))) == 3  # after 1/*
@@ -130,7 +95,7 @@ def test_publishing_again_unchanged_uploads_nothing(s3_env, repo, url):
     assert objects(s3_env, url) == before  # not even the index was rewritten
 
 
-def test_a_changed_model_goes_up_as_a_new_version_and_the_live_one_stays(s3_env, repo, url):
+def test_a_changed_model_goes_up_as_a_new_version_and_the_live_one_stays(s3_env, repo, url, change_model_file):
     publish(repo, url)
     before = objects(s3_env, url)
     change_model_file(repo)
@@ -139,7 +104,7 @@ def test_a_changed_model_goes_up_as_a_new_version_and_the_live_one_stays(s3_env,
     assert [(r.version, r.local_version, r.status) for r in result.rows] == [
         ("2", "1", "uploaded"), ("config", "config", "unchanged")]
     after = objects(s3_env, url)
-    assert {k: v for k, v in after.items() if k.startswith("mlp/1/") or k == "mlp/config.pbtxt"} == {
+    assert {k: v for k, v in after.items() if k.startswith(("mlp/1/", "mlp/1.claim")) or k == "mlp/config.pbtxt"} == {
         k: v for k, v in before.items() if k != "repository.json"}  # version 1: same bytes, ETags and times
     assert after["mlp/2/model.onnx"][0] == (repo / "mlp" / "1" / "model.onnx").read_bytes()
     assert {k for k in after if k.startswith("mlp/2/")} == {f"mlp/2/{f}" for f in ("model.onnx", "model.py",
@@ -149,6 +114,15 @@ def test_a_changed_model_goes_up_as_a_new_version_and_the_live_one_stays(s3_env,
     assert recorded["versions"]["2"]["local_version"] == 1
     assert recorded["versions"]["1"]["sha256"] != recorded["versions"]["2"]["sha256"]
     assert publish(repo, url).uploaded_bytes == 0  # and now version 2 is the one it matches
+
+
+def test_a_claimed_number_is_taken_even_with_nothing_under_it(s3_env, repo, url, change_model_file):
+    """A publish killed after its claim, before any file: the next one goes above the claimed number."""
+    publish(repo, url)
+    location = parse_s3_url(url)
+    s3_env.client().put_object(Bucket=location.bucket, Key=location.key("mlp", "2.claim"), Body=b"{}")
+    change_model_file(repo)
+    assert publish(repo, url).rows[0].version == "3"
 
 
 def test_a_version_the_index_does_not_know_is_never_overwritten(s3_env, repo, url):
@@ -287,7 +261,7 @@ def test_a_repository_without_versions_or_with_names_triton_cannot_read_is_refus
         read_local_repository(repo)
 
 
-def test_a_model_pinned_to_its_version_numbers_is_not_renumbered(s3_env, repo, url):
+def test_a_model_pinned_to_its_version_numbers_is_not_renumbered(s3_env, repo, url, change_model_file):
     config = repo / "mlp" / "config.pbtxt"
     config.write_text(config.read_text() + "version_policy: { specific: { versions: [1] } }\n")
     publish(repo, url)
@@ -300,11 +274,11 @@ def test_a_model_pinned_to_its_version_numbers_is_not_renumbered(s3_env, repo, u
 
 def test_the_index_is_written_only_over_the_one_that_was_read(s3_env, repo, url):
     """Two publishes at once: the index write is conditional on the ETag read, so the later one fails."""
-    from tritonize.model_repository.store import _Store
+    from tritonize.model_repository.store import Store
 
     publish(repo, url)
     location = parse_s3_url(url)
-    store = _Store(s3_env.client(), location, resolve_endpoint(), 5.0)
+    store = Store(s3_env.client(), location, resolve_endpoint(), 5.0)
     current, etag = store.read_index(store.listing())
     s3_env.client().put_object(Bucket=location.bucket, Key=location.key("repository.json"),
                                Body=json.dumps({**current, "updated": "by another publish"}).encode())
@@ -315,7 +289,7 @@ def test_the_index_is_written_only_over_the_one_that_was_read(s3_env, repo, url)
 
 
 @pytest.mark.server
-def test_the_real_server_serves_the_latest_published_version_from_the_store(s3_env, repo, url):
+def test_the_real_server_serves_the_latest_published_version_from_the_store(s3_env, repo, url, change_model_file):
     """tritonserver on the s3:// URL, after version 2 was published beside version 1: it serves 2."""
     import numpy as np
     import onnxruntime as ort

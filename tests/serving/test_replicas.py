@@ -45,7 +45,7 @@ DRAIN_S = 2.0
 def store_url(s3_store, artifacts, tmp_path_factory):
     """mlp's FP32 variant published to the store; the URL, with the store's variables in os.environ for the
     module (the replicas and `serve` read both the store's index and the models through them)."""
-    from tritonize.model_repository.store import publish
+    from tritonize.model_repository.publish import publish
     from tritonize.model_repository.writer import build_repository
 
     root = tmp_path_factory.mktemp("replicas")
