@@ -177,6 +177,7 @@ def test_serve_on_a_store_that_cannot_be_reached_is_one_line_and_exit_2_within_s
     expected = ("expected a reachable S3 endpoint" if fault == "stopped" else
                 "expected an answer, got none within 5 s twice (the endpoint accepts connections but does not answer)")
     assert err.startswith("error: ") and expected in " ".join(err.split()), err
+    print(f"\nstore {fault} at start: serve exit {code} in {took:.1f} s")
 
 
 @pytest.mark.server
@@ -232,4 +233,4 @@ def test_served_models_keep_serving_while_the_store_hangs_and_then_goes_away(own
             thread.join(timeout=30)
         assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("mlp")
     assert counts["sent"] > 50 and counts["failed"] == 0 and counts["wrong"] == 0, counts
-    print(f"store paused 4 s then gone 4 s under load: {counts}")
+    print(f"\nstore paused 4 s, then gone 4 s, under load: {counts}")
