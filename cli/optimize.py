@@ -22,6 +22,17 @@ def register(sub) -> None:
                         "(np.savez, arrays named like the inputs), or a folder of <model>.npz "
                         "(default: the spec's random example inputs)")
     add_data_argument(p, "parity and accuracy (top-1 or cosine) of every variant are judged on")
+    p.add_argument("--objective", default="latency", metavar="latency|throughput|latency-budget=MS",
+                   help="what the pick optimizes: p50 at batch 1 (latency, the default: a served model at low load "
+                        "runs one request at a time), rows/s at the max batch (throughput), or the most rows/s at "
+                        "a batch size whose p50 is within MS milliseconds")
+    p.add_argument("--accuracy", action="append", default=[], metavar="BUDGET",
+                   help="allow a lossy variant (INT8) within this budget, repeatable: top1>=F (classifiers), "
+                        "cosine>=F (embeddings) or max_abs<=E, against PyTorch FP32 on --data (default: none; only "
+                        "variants within FP32 tolerance are picked)")
+    p.add_argument("--accuracy-on-random-rows", action="store_true",
+                   help="judge an --accuracy budget on random rows when you have no --data (labelled so in "
+                        "choice.json and here)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
     p.add_argument("--trt-precision", choices=["fp32", "fp16", "bf16"], default="fp16", help="engine precision (default: %(default)s)")
     p.set_defaults(func=run)
@@ -55,8 +66,9 @@ def variants_table(specs, choices: list[dict]):
                      Col("vs fp32", key=True), Col("threads", priority=1),
                      title="CPU variants (ONNX Runtime, in-process)", box=box.SIMPLE_HEAD, pad_edge=False,
                      padding=(0, 1), collapse_padding=True,
-                     caption="err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
-                             "b=1, b=max: p50 ms at batch 1 and the max batch; threads: from which batch size the "
+                     caption="parity: exact (within FP32 tolerance), lossy (within its precision's own), fail; "
+                             "err: max abs error vs PyTorch; top1/cos: top-1 agreement (classifiers) or min cosine; "
+                             "b=1, b=max: p50 ms at batch 1 and the max batch; vs fp32: under the objective; threads: from which batch size the "
                              "served model runs on more ONNX Runtime threads (-: never, they did not pay); * the pick")
     for spec, choice in zip(specs, choices):
         for name, r in choice["variants"].items():
@@ -66,8 +78,9 @@ def variants_table(specs, choices: list[dict]):
             lat = list(r["latency"].values())
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
                     else f"{r['min_cosine']:.4f}" if r.get("min_cosine") is not None else "")
+            parity = "exact" if r.get("fp32_exact", r["parity_ok"]) else "[yellow]lossy" if r["parity_ok"] else "[red]fail"
             table.add_row(spec.name, name + (" [bold green]*" if name == choice["chosen"] else ""),
-                          "ok" if r["parity_ok"] else "[red]fail", f"{r['max_abs_err']:.1e}",
+                          parity, f"{r['max_abs_err']:.1e}",
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",
                           f"{choice['speedup_vs_fp32'][name]:.2f}x" if name in choice["speedup_vs_fp32"] else "-",
                           _threads(r.get("threads")))
@@ -86,20 +99,33 @@ def engines_table(specs, engines: list[dict]):
 
 
 def run(args) -> int:
-    from ..export.optimize import optimize_model
+    from ..export.choice import AccuracyBudget, Objective
+    from ..export.optimize import check_accuracy_options, optimize_model
 
     root = artifact_root(args, "optimize")
     specs = models(args.models)
+    objective = Objective.parse(args.objective)
+    accuracy = tuple(AccuracyBudget.parse(b) for b in args.accuracy)
     calibrations = _calibrations(specs, args.calibration, args.variants)
     data = input_rows_by_model(specs, args.data, "--data", "data")
+    for spec in specs:  # every model's options before any model's work
+        check_accuracy_options(spec, accuracy, spec.name in data, args.accuracy_on_random_rows)
     if args.tensorrt:
         from ..export.tensorrt import build_engine, require_tensorrt
 
         require_tensorrt()  # before any work: one clear message when TensorRT or a GPU is missing
     choices = for_each_model(specs, "optimizing", lambda s, step: optimize_model(
-        s, root, tuple(args.variants), step, calibration=calibrations.get(s.name), data=data.get(s.name)))
+        s, root, tuple(args.variants), step, calibration=calibrations.get(s.name), data=data.get(s.name),
+        objective=objective, accuracy=accuracy, accuracy_on_random_rows=args.accuracy_on_random_rows))
     out.print(variants_table(specs, choices))
     for spec, choice in zip(specs, choices):
+        out.print(f"{spec.name}: {escape(choice['why'])}", highlight=False, soft_wrap=True)
+        for name, why in choice["rejected"].items():
+            if choice["variants"].get(name, {}).get("built"):  # a failed build is printed below, with its error
+                out.print(f"{spec.name}: {name} not picked: {escape(why)}", highlight=False, soft_wrap=True)
+        if choice["accuracy"]["lossy_pick"] and choice["accuracy"]["judged_on"] == "random rows":
+            out.print(f"{spec.name}: [yellow]{choice['chosen']} is lossy and its accuracy was judged on random rows "
+                      f"(--accuracy-on-random-rows), not on your inputs", highlight=False, soft_wrap=True)
         for name, r in choice["variants"].items():
             if not r.get("built"):
                 out.print(f"{spec.name}: {name} [red]build failed[/]: {escape(r['error'])}", highlight=False,

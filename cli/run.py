@@ -26,13 +26,14 @@ def served_table(report, repository: Path):
     from ..models import get_spec
     from .tables import Col, FitTable
 
-    table = FitTable(Col("model", key=True), Col("artifacts", priority=1), Col("served == in-process", key=True),
+    table = FitTable(Col("model", key=True), Col("serves", priority=3), Col("artifacts", priority=1),
+                     Col("served == in-process", key=True),
                      Col("max |err|", key=True), Col("first call (ms)", priority=2),
                      title=f"served by tritonserver from {repository}")
     for check in report.served:  # pipeline.main_job.MainJobReport
         spec = get_spec(check.model)
         done = report.done.get(spec.base_model or spec.name, "")
-        table.add_row(check.model, done, "[green]yes" if check.ok else "[red]no", f"{check.max_abs_err:.2e}",
+        table.add_row(check.model, check.served, done, "[green]yes" if check.ok else "[red]no", f"{check.max_abs_err:.2e}",
                       f"{check.latency_ms:.2f}")
     return table
 

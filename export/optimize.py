@@ -8,8 +8,8 @@ Variants (under `artifacts/<model>/variants/<name>/model.onnx`):
   - int8_static: static INT8 (QDQ): weights and activations, with activation ranges calibrated on
              the spec's example inputs; the fast path for convolutions (VNNI), often too coarse for
              attention, in which case parity rejects it and choice.json says so.
-Like Model Navigator, the pick is the fastest variant that passes its tolerance; `choice.json`
-records the pick and why.
+The pick (export/choice.py) is the fastest variant within FP32 tolerance for the user's objective, a
+lossy one only under the user's accuracy budget; `choice.json` records the pick and why.
 """
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ from ..artifacts import (
 from ..model_artifacts import ModelArtifacts
 from ..models.spec import ModelSpec
 from ..timing import measure_latency
+from .choice import AccuracyBudget, Objective, check_budgets, pick_variant
 from .input_rows import InputRows
-from .parity import ParityError, agreement_cases, check_parity
+from .parity import agreement_cases, check_parity
 from .runtime import ort_session, run_ort, run_torch
 from .stage import load_module
 from .threads import PAIRS, ThreadProfile, batch_sizes, measure_profile
@@ -135,14 +136,19 @@ def check_variant_names(spec: ModelSpec, names) -> None:
 def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARIANTS,
                    step: Callable[[str], None] = lambda _: None, rng: np.random.Generator | None = None,
                    agreement_rows: int = 1000, latency_iters: int = 100, calibration: InputRows | None = None,
-                   data: InputRows | None = None, artifacts: ModelArtifacts | None = None) -> dict:
+                   data: InputRows | None = None, artifacts: ModelArtifacts | None = None,
+                   objective: Objective = Objective("latency"), accuracy: tuple[AccuracyBudget, ...] = (),
+                   accuracy_on_random_rows: bool = False) -> dict:
     """Build, check and time each variant; write them and choice.json atomically; return the choice.
 
     `calibration`: the rows static INT8 is calibrated on (default: the spec's example inputs).
     `data`: the rows parity and accuracy are judged on (default: `agreement_rows` random rows).
     `artifacts`: `spec`'s folder under `root` where the caller has loaded it already (it is updated in
-    place); otherwise it is loaded here, its variants left unchecked, since they are rebuilt."""
+    place); otherwise it is loaded here, its variants left unchecked, since they are rebuilt.
+    `objective`, `accuracy`: what the pick optimizes and the loss it may accept (export/choice.py); an
+    accuracy budget needs `data`, or `accuracy_on_random_rows`."""
     check_variant_names(spec, variants)
+    check_accuracy_options(spec, accuracy, data is not None, accuracy_on_random_rows)
     rng = rng if rng is not None else np.random.default_rng()
     if artifacts is None:
         artifacts = ModelArtifacts.load(root, spec, ignore_under=VARIANTS_DIR)
@@ -198,12 +204,13 @@ def optimize_model(spec: ModelSpec, root: Path, variants: tuple[str, ...] = VARI
                 step(f"{name}: {threads} against {spec.serving.large_batch_threads} threads, by batch size")
                 profile = _thread_profile(out, spec, session, rng, pairs=min(PAIRS, latency_iters))
             results[name] = {"built": True, "precision": PRECISION[name], "parity_ok": report.ok,
+                             "fp32_exact": report.ok if report.exact is None else report.exact.ok,
                              "max_abs_err": report.max_abs_err, "top1_agreement": report.top1_agreement,
                              "min_cosine": report.min_cosine,
                              "tolerance": report.tolerance, "latency": latency,
                              "threads": profile.to_json() if profile else None,
                              "size_bytes": out.stat().st_size}
-        choice = pick_variant(results)
+        choice = pick_variant(results, objective, accuracy, judged_on_data=data is not None)
         # What the choice was judged on: the user's rows (with their SHA-256) or random example inputs.
         choice["data"] = data.source if data else {"data": "random example inputs", "rows": agreement_rows}
         choice["why"] += f", judged on {'your data ' + data.source['data'] if data else 'random example inputs'}"
@@ -241,34 +248,17 @@ def variant_thread_profile(artifacts: ModelArtifacts, variant: str) -> ThreadPro
                             f"{artifacts.root}` to measure it again") from None
 
 
-def _score(result: dict) -> float:
-    """Geometric mean of the median latencies over the measured batch sizes."""
-    values = [v["p50_ms"] for v in result["latency"].values()]
-    return float(np.exp(np.mean(np.log(values))))
-
-
-def _parity_failure(result: dict) -> str:
-    tol = result.get("tolerance", {})
-    measures = [f"max abs err {result['max_abs_err']:.3g}"]
-    if result.get("top1_agreement") is not None:
-        measures.append(f"top-1 agreement {result['top1_agreement']:.3f}, needs {tol.get('min_top1')}")
-    if result.get("min_cosine") is not None:
-        measures.append(f"min cosine {result['min_cosine']:.3f}, needs {tol.get('min_cosine')}")
-    return f"parity failed ({'; '.join(measures)})"
-
-
-def pick_variant(results: dict[str, dict]) -> dict:
-    passing = {n: r for n, r in results.items() if r.get("built") and r["parity_ok"]}
-    if not passing:
-        raise ParityError("no variant passed parity; not even the FP32 export: " +
-                           "; ".join(f"{n}: {r.get('error') or r.get('max_abs_err')}" for n, r in results.items()))
-    baseline = _score(results["fp32"]) if results.get("fp32", {}).get("built") else None
-    best = min(passing, key=lambda n: _score(passing[n]))
-    speedups = {n: round(baseline / _score(r), 3) for n, r in passing.items()} if baseline else {}
-    rejected = {n: r.get("error") or _parity_failure(r) for n, r in results.items() if n not in passing}
-    why = (f"{best} is the fastest variant within tolerance "
-           f"({speedups.get(best, 1.0)}x the FP32 export, geometric mean of p50 over the measured batch sizes)")
-    return {"chosen": best, "why": why, "speedup_vs_fp32": speedups, "rejected": rejected, "variants": results}
+def check_accuracy_options(spec: ModelSpec, accuracy, have_data: bool, on_random_rows: bool) -> None:
+    """Refuse, before any work, an accuracy budget the model cannot measure or that has no rows to be
+    judged on (a lossy variant judged on random rows says little about real inputs)."""
+    check_budgets(accuracy, spec.classifier, spec.name)
+    if accuracy and not have_data and not on_random_rows:
+        raise ValueError(f"--accuracy {' '.join(map(str, accuracy))}: expected --data ROWS (your own inputs) to judge "
+                         f"lossy variants on for model {spec.name!r}, got none; or add --accuracy-on-random-rows to "
+                         f"judge them on random rows, labelled as such")
+    if on_random_rows and have_data:
+        raise ValueError("--accuracy-on-random-rows: expected no --data (they are judged on your rows when given), "
+                         "got both")
 
 
 def variant_path(artifacts: ModelArtifacts, variant: str) -> Path:

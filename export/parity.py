@@ -34,6 +34,9 @@ class ParityReport:
     precision: str
     tolerance: dict
     cases: list[CaseResult] = field(default_factory=list)
+    # A lossy variant's same outputs judged at the FP32 tolerance: whether it is exact enough to pick
+    # without an accuracy budget (export/choice.py). None for an FP32 variant, whose own verdict is that.
+    exact: ParityReport | None = None
 
     @property
     def top1_agreement(self) -> float | None:
@@ -118,13 +121,18 @@ def check_parity(spec: ModelSpec, reference: Runner, candidate: Runner, precisio
                  batches: Sequence[dict[str, np.ndarray]] | None = None) -> ParityReport:
     """Parity on random inputs of the (batch, seq) `cases`, or on the given `batches` (the user's rows)."""
     rng = rng if rng is not None else np.random.default_rng()
-    tol = spec.tolerance(precision)
+    tol, exact_tol = spec.tolerance(precision), spec.tolerance("fp32")
     report = ParityReport(precision, asdict(tol))
+    if precision != "fp32":
+        report.exact = ParityReport("fp32", asdict(exact_tol))
     if batches is None:
         batches = [spec.example_inputs(batch, seq, rng) for batch, seq in cases or parity_cases(spec)]
     for inputs in batches:
         rows, seq = spec.check_inputs(inputs, "parity rows")
-        report.cases.append(compare(spec, reference(inputs), candidate(inputs), tol, rows, seq))
+        expected, actual = reference(inputs), candidate(inputs)
+        report.cases.append(compare(spec, expected, actual, tol, rows, seq))
+        if report.exact is not None:
+            report.exact.cases.append(compare(spec, expected, actual, exact_tol, rows, seq))
     return report
 
 

@@ -26,13 +26,15 @@ class CurrentArtifacts:
 def _why_optimize_again(artifacts: ModelArtifacts) -> str | None:
     """Why an optimized folder must be optimized again: variants added to optimize since (a fp32 report
     without a thread measurement is from before optimize measured threads, which the repository's
-    runner uses for large batches); None when nothing is missing."""
+    runner uses for large batches), or a pick made by the older rule; None when nothing is missing."""
     done = artifacts.manifest.optimize.variants
     missing = [v for v in VARIANTS if v not in done]
     if missing:
         return f"no {', '.join(missing)} variant"
     if done["fp32"].built and not done["fp32"].measured_threads:
         return "optimized before threads were measured"
+    if "objective" not in artifacts.manifest.optimize.raw:
+        return "picked before a lossy variant needed an accuracy budget"  # it may serve INT8 nobody asked for
     return None
 
 

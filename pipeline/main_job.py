@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..artifacts import DEFAULT_REPOSITORY, DEFAULT_RESULTS, DEFAULT_ROOT, INDEX_FILE, ONNX_FILE, check_replaceable
+from ..export.optimize import chosen_variant
 from ..export.parity import ParityError
 from ..export.runtime import ort_session, run_ort, run_torch
 from ..export.stage import load_module
@@ -42,6 +43,7 @@ class ServedCheck:
     max_abs_err: float
     ok: bool
     latency_ms: float  # the first call's round trip through the client
+    served: str = ""  # what runs it: optimize's pick and whether it is within FP32 tolerance (served_variant)
 
 
 @dataclass
@@ -59,6 +61,21 @@ def _reference(spec, artifacts: ModelArtifacts, repository: Path):
         return lambda x: run_torch(module, base, x)
     session = ort_session(repository / spec.name / "1" / ONNX_FILE)
     return lambda x: run_ort(session, spec, x)
+
+
+def served_variant(spec, artifacts: ModelArtifacts) -> str:
+    """What the repository serves for `spec`, in a few words: "ort_opt (exact)" (within FP32 tolerance of
+    PyTorch), "int8_static (lossy: top1>=0.99)" (under the user's accuracy budget), or "kernels (torch)"."""
+    if spec.runtime != "onnx":
+        return "kernels (torch)"
+    name, _ = chosen_variant(artifacts)
+    optimize = artifacts.manifest.optimize
+    if optimize is None:
+        return f"{name} (not optimized)"
+    accuracy = optimize.raw.get("accuracy", {})
+    if accuracy.get("lossy_pick"):
+        return f"{name} (lossy: {', '.join(accuracy['budgets'])})"
+    return f"{name} (exact)"
 
 
 def check_served(server: TritonServer, loaded: dict[str, ModelArtifacts], repository: Path,
@@ -79,7 +96,8 @@ def check_served(server: TritonServer, loaded: dict[str, ModelArtifacts], reposi
             # A per-row value ([batch]) is served as Triton's dims [1], so compare in the model's own shape.
             err = max(float(np.abs(served[o].reshape(expected[o].shape) - expected[o]).max()) for o in spec.output_names)
             tol = spec.tolerance("fp32")
-            checks.append(ServedCheck(model=name, max_abs_err=err, ok=err <= tol.atol + tol.rtol, latency_ms=ms))
+            checks.append(ServedCheck(model=name, max_abs_err=err, ok=err <= tol.atol + tol.rtol, latency_ms=ms,
+                                      served=served_variant(spec, loaded[spec.base_model or spec.name])))
     return checks
 
 

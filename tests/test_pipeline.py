@@ -23,6 +23,9 @@ def test_main_job_serves_what_it_exported_and_reuses_current_artifacts(artifacts
     assert [c.model for c in report.served] == ["mlp", "cnn_fused"]
     assert all(c.ok for c in report.served), report.served
     assert report.served[0].max_abs_err == 0.0  # the same ONNX file through the same runtime
+    # No accuracy budget: what serves is within FP32 tolerance, and the run's table says so.
+    chosen = ModelArtifacts.load(root, get_spec("mlp")).manifest.optimize.chosen
+    assert [c.served for c in report.served] == [f"{chosen} (exact)", "kernels (torch)"]
     assert (tmp_path / "repo" / "cnn_fused" / "config.pbtxt").is_file()
 
 

@@ -5,7 +5,9 @@ levels as plain-number ticks, and the user's SLOs drawn where they apply.
 - served.png: per model, latency (p50 solid, p99 dashed) and throughput against concurrency, closed
   loop; a latency SLO is a horizontal line on the latency panel, min_throughput one on the
   throughput panel (a bound far above the data is written at the panel's top instead of squashing it);
-- inprocess.png: per model, the median latency of each backend at each batch size, grouped bars.
+- inprocess.png: per model, the median latency of each backend at each batch size, grouped bars;
+- variants.png: per model, optimize's variants as points, speed against FP32 across, error against
+  PyTorch up (log), hollow where outside FP32 tolerance, the pick starred: the trade at a glance.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 from ..suite.options import THROUGHPUT_SLO, Slo  # noqa: E402
 from .results import SuiteResults  # noqa: E402
 
-SERVED_PLOT, INPROCESS_PLOT = "served.png", "inprocess.png"
+SERVED_PLOT, INPROCESS_PLOT, VARIANTS_PLOT = "served.png", "inprocess.png", "variants.png"
 PROTOCOL_COLOURS = {"grpc": "tab:blue", "http": "tab:orange", "http-lean": "tab:green"}
 SLO_COLOUR = "tab:red"
 SLO_STYLES = {"p50_ms": ":", "p90_ms": "-.", "p99_ms": "--", THROUGHPUT_SLO: "--"}
@@ -138,10 +140,49 @@ def inprocess_figure(results: SuiteResults) -> Figure | None:
     return fig
 
 
+def variants_figure(results: SuiteResults) -> Figure | None:
+    """One panel per model: each variant at (p50 at batch 1 of FP32 over its own, max abs error)."""
+    variants = results.variants
+    models = list(dict.fromkeys(v.model for v in variants))
+    if not models:
+        return None
+    columns = min(len(models), 3)
+    fig, axes = plt.subplots(-(-len(models) // columns), columns, figsize=(max(5.5, 4.2 * columns),
+                             3.8 * -(-len(models) // columns) + 0.6), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax, model in zip(axes.flat, models):
+        mine = [v for v in variants if v.model == model]
+        fp32 = next((dict(v.p50_ms).get(1) for v in mine if v.variant == "fp32"), None)
+        for v in mine:
+            batch1 = dict(v.p50_ms).get(1)
+            if fp32 is None or batch1 is None:
+                continue
+            x, y = fp32 / batch1, max(v.max_abs_err, 1e-9)  # an exact copy's 0 error sits at the floor
+            ax.scatter([x], [y], s=160 if v.picked else 50, marker="*" if v.picked else "o",
+                       facecolors="tab:green" if v.exact else "none", edgecolors="tab:green" if v.exact else "tab:red")
+            ax.annotate(v.variant, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.margins(x=0.18)  # room for the names beside the outermost points
+        ax.set_yscale("log")
+        ax.set(title=model, xlabel="speed at batch 1 vs FP32 (x, higher is faster)",
+               ylabel="max abs error vs PyTorch (log)")
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="tab:green", markeredgecolor="tab:green",
+                      label="within FP32 tolerance"),
+               Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="tab:red",
+                      label="lossy (needs an accuracy budget)"),
+               Line2D([], [], marker="*", linestyle="", markersize=12, color="black", label="optimize's pick")]
+    fig.suptitle("Optimize's variants: speed against accuracy", fontsize=12)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
+    return fig
+
+
 def plots(results: SuiteResults, folder: Path) -> list[str]:
     """Write the plots the results have data for into `folder`; their file names."""
     written = []
-    for name, make in ((SERVED_PLOT, served_figure), (INPROCESS_PLOT, inprocess_figure)):
+    for name, make in ((SERVED_PLOT, served_figure), (INPROCESS_PLOT, inprocess_figure),
+                       (VARIANTS_PLOT, variants_figure)):
         fig = make(results)
         if fig is not None:
             fig.savefig(Path(folder) / name, dpi=DPI, bbox_inches="tight")

@@ -93,6 +93,7 @@ def markdown(results: SuiteResults) -> str:
         parts += slo_section(results)
     if results.project is not None:
         parts += project.markdown(results.project)
+    parts += variants_section(results.variants)
     rows = results.inprocess
     if rows:
         eager = {(r.model, r.batch): r.median_us for r in rows if r.backend == "torch_eager"}
@@ -144,6 +145,24 @@ def perf_analyzer_section(theirs: list[PerfAnalyzerRow], served: list[ServedRow]
         [[r.model, r.protocol, f"{r.level:g}", both(r, lambda x: x.p50_ms, ".3f"), both(r, lambda x: x.p99_ms, ".3f"),
           both(r, lambda x: x.infer_per_s, ".0f"), both(r, server("queue_us"), ".0f"),
           both(r, server("compute_infer_us"), ".0f")] for r in theirs if r.mode == "closed"])]
+
+
+def variants_section(variants) -> list[str]:
+    """optimize's variants per model: speed and accuracy against FP32 side by side, the pick starred."""
+    if not variants:
+        return []
+    batches = sorted({b for v in variants for b, _ in v.p50_ms})
+    return ["## Optimize's variants: speed and accuracy against FP32",
+            "As `tritonize optimize` measured them (in-process ONNX Runtime, its objective and its rows); * the pick; "
+            "top1/cos: top-1 agreement (classifiers) or the lowest cosine (embeddings). Only a variant within FP32 "
+            "tolerance is picked unless an accuracy budget was given.", table(
+                ["model", "variant", "within FP32 tolerance", "max abs err", "top1/cos",
+                 *(f"p50 ms b={b}" for b in batches), "vs fp32", "objective", "judged on"],
+                [[v.model, v.variant + (" *" if v.picked else ""), "yes" if v.exact else "no", f"{v.max_abs_err:.2g}",
+                  "" if v.agreement is None else f"{v.agreement:.4f}",
+                  *(f"{dict(v.p50_ms)[b]:.3f}" if b in dict(v.p50_ms) else "" for b in batches),
+                  "" if v.vs_fp32 is None else f"{v.vs_fp32:.2f}x", v.objective or "(before objectives)", v.judged_on]
+                 for v in variants])]
 
 
 def write_report(results: SuiteResults, folder: Path) -> list[str]:

@@ -20,6 +20,7 @@ from ..suite.inprocess import InProcessRow
 from ..suite.options import SuiteOptions
 from ..suite.slo import SloVerdict
 from ..suite.sweep import SweepResult
+from ..suite.variants import VariantRow
 from .project import ProjectResults
 from .provenance import Machine
 
@@ -32,6 +33,7 @@ class SuiteResults(Record):
     versions: dict[str, str]
     git_commit: str
     options: SuiteOptions
+    variants: list[VariantRow] = field(default_factory=list)  # optimize's variants, as it measured them
     inprocess: list[InProcessRow] = field(default_factory=list)
     placement: str | None = None  # how the served part split the cores; None when nothing was served
     served: list[ServedRow] = field(default_factory=list)

@@ -35,6 +35,7 @@ from .inprocess import run_inprocess
 from .options import Slo, SuiteOptions, check_options, check_results_root, parse_slo, parse_slos, served_models
 from .progress import Progress, as_progress
 from .slo import judge
+from .variants import variant_rows
 
 __all__ = ["SuiteOptions", "Slo", "parse_slo", "parse_slos", "check_options", "check_results_root", "run_suite",
            "report_folder"]
@@ -107,6 +108,8 @@ def run_suite(opts: SuiteOptions, progress: Progress | Callable[[str], None] | N
                            versions=tool_versions(), git_commit=git_commit(), options=opts)
     folder = report_folder(opts, machine.host, results.date)
     check_replaceable(folder, RESULTS_FILE)
+    results.variants, skipped = variant_rows(opts.models, opts.artifacts)
+    results.skipped.update(skipped)
     with tempfile.TemporaryDirectory(prefix="tritonize-bench-") as tmp:
         work = Path(tmp)
         if opts.inprocess:

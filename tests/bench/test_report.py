@@ -57,7 +57,16 @@ def test_a_tiny_suite_run_writes_every_report_file(tiny_run):
     folder, results, _ = tiny_run
     assert folder.name.endswith("-quick")  # beside the day's full report, never over it
     names = {p.name for p in folder.iterdir()}
-    assert names == {"results.json", "summary.md", "served_perf_analyzer.csv", "served.png", "inprocess.png"}
+    assert names == {"results.json", "summary.md", "served_perf_analyzer.csv", "served.png", "inprocess.png",
+                     "variants.png"}
+    # optimize's variants beside each other, as it recorded them: the pick within FP32 tolerance (no budget)
+    mlp = {v.variant: v for v in results.variants if v.model == "mlp"}
+    assert set(mlp) == {"fp32", "ort_opt", "int8", "int8_static"} and sum(v.picked for v in mlp.values()) == 1
+    picked = next(v for v in mlp.values() if v.picked)
+    assert picked.exact and picked.objective == "latency" and picked.agreement_kind == "top-1"
+    assert [b for b, _ in picked.p50_ms] == [1, 64]
+    summary = (folder / "summary.md").read_text()
+    assert "## Optimize's variants: speed and accuracy against FP32" in summary and f"| {picked.variant} * |" in summary
     assert results.machine.cores and results.versions["onnxruntime"] and results.git_commit
     assert results.options.slos == LOOSE_SLOS and results.options.models == ["mlp"]
     assert {"torch_eager", "ort_fp32", "ort_ort_opt", "ort_int8"} <= {r.backend for r in results.inprocess}

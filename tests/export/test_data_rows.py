@@ -50,20 +50,30 @@ def _choice(folder):
     return json.loads((folder / "art" / "near_tie" / "variants" / "choice.json").read_text())
 
 
-def test_int8_refused_on_random_rows_is_kept_on_the_users_rows_and_the_choice_says_why(near_tie, capsys):
+def test_int8_misses_the_budget_on_random_rows_and_meets_it_on_the_users_rows(near_tie, capsys):
     reference, folder = near_tie
-    assert main(["optimize", reference, "--artifacts", "art", "--variants", "fp32", "int8"]) == 0
+    budget = ["--variants", "fp32", "int8", "--accuracy", "top1>=0.99"]
+    assert main(["optimize", reference, "--artifacts", "art", *budget, "--accuracy-on-random-rows"]) == 0
     random_choice = _choice(folder)
-    assert random_choice["variants"]["int8"]["parity_ok"] is False and "int8" in random_choice["rejected"]
+    assert random_choice["rejected"]["int8"].startswith("misses the accuracy budget: top1>=0.99 (measured ")
     assert random_choice["data"]["data"] == "random example inputs"
+    assert random_choice["accuracy"] == {"budgets": ["top1>=0.99"], "lossy_pick": False, "judged_on": "random rows"}
 
-    assert main(["optimize", reference, "--artifacts", "art", "--variants", "fp32", "int8", "--data", "rows.npz"]) == 0
+    assert main(["optimize", reference, "--artifacts", "art", *budget, "--data", "rows.npz"]) == 0
     choice = _choice(folder)
-    assert choice["variants"]["int8"]["parity_ok"] is True and "int8" not in choice["rejected"]
-    assert choice["variants"]["int8"]["top1_agreement"] >= 0.9
+    assert "int8" not in choice["rejected"] and choice["variants"]["int8"]["top1_agreement"] >= 0.99
+    assert choice["accuracy"]["judged_on"] == "your data"
     assert choice["data"]["rows"] == 256 and len(choice["data"]["sha256"]) == 64
     assert choice["data"]["data"] == str((folder / "rows.npz").resolve()) and "judged on your data" in choice["why"]
     assert f"judged on {(folder / 'rows.npz').resolve()}" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_without_a_budget_int8_is_reported_and_not_picked_even_on_the_users_rows(near_tie):
+    reference, folder = near_tie
+    assert main(["optimize", reference, "--artifacts", "art", "--variants", "fp32", "int8", "--data", "rows.npz"]) == 0
+    choice = _choice(folder)
+    assert choice["chosen"] == "fp32" and not choice["variants"]["int8"]["fp32_exact"]
+    assert "outside FP32 tolerance" in choice["rejected"]["int8"]
 
 
 def test_data_that_does_not_fit_the_model_is_refused_before_any_work(near_tie, capsys):
