@@ -133,6 +133,10 @@ class Objective:
         return -batch / ms * 1e3, batch
 
 
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
 def _exact(result: dict) -> bool:
     """Within the spec's FP32 tolerance of PyTorch: an FP32 variant that passed parity, or a lossy one
     that optimize found within FP32's tolerance too."""
@@ -162,7 +166,7 @@ def pick_variant(results: dict[str, dict], objective: Objective = Objective("lat
             rejected[name] = (f"outside FP32 tolerance ({_parity_failure(r)}); a lossy variant is picked only under "
                               f"an accuracy budget you give (--accuracy, judged on --data)")
         elif not all(b.met_by(r) for b in budgets):
-            missed = [f"{b} (measured {b.measured(r)})" for b in budgets if not b.met_by(r)]
+            missed = [f"{b} (measured {_number(b.measured(r))})" for b in budgets if not b.met_by(r)]
             rejected[name] = f"misses the accuracy budget: {', '.join(missed)}"
         else:
             eligible[name] = r
