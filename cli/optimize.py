@@ -59,6 +59,7 @@ def variants_table(specs, choices: list[dict]):
     the parity verdict and the speed-up."""
     from rich import box
 
+    from ..export.choice import fp32_exact
     from .tables import Col, FitTable
 
     table = FitTable(Col("model", key=True), Col("variant", key=True), Col("parity", key=True), Col("err", priority=4),
@@ -78,7 +79,7 @@ def variants_table(specs, choices: list[dict]):
             lat = list(r["latency"].values())
             top1 = (f"{r['top1_agreement']:.3f}" if r["top1_agreement"] is not None
                     else f"{r['min_cosine']:.4f}" if r.get("min_cosine") is not None else "")
-            parity = "exact" if r.get("fp32_exact", r["parity_ok"]) else "[yellow]lossy" if r["parity_ok"] else "[red]fail"
+            parity = "exact" if fp32_exact(r) else "[yellow]lossy" if r["parity_ok"] else "[red]fail"
             table.add_row(spec.name, name + (" [bold green]*" if name == choice["chosen"] else ""),
                           parity, f"{r['max_abs_err']:.1e}",
                           top1, f"{lat[0]['p50_ms']:.3f}", f"{lat[-1]['p50_ms']:.3f}",

@@ -137,9 +137,10 @@ def _number(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
 
 
-def _exact(result: dict) -> bool:
-    """Within the spec's FP32 tolerance of PyTorch: an FP32 variant that passed parity, or a lossy one
-    that optimize found within FP32's tolerance too."""
+def fp32_exact(result: dict) -> bool:
+    """Whether a variant's report (optimize's, as choice.json keeps it) is within the spec's FP32 tolerance of
+    PyTorch: an FP32 variant that passed parity, or a lossy one that optimize found within it too. The one
+    rule for the pick, the CLI's table and the benchmark's report."""
     return bool(result.get("fp32_exact", result.get("precision") == "fp32" and result.get("parity_ok")))
 
 
@@ -160,7 +161,7 @@ def pick_variant(results: dict[str, dict], objective: Objective = Objective("lat
     for name, r in results.items():
         if not r.get("built"):
             rejected[name] = r.get("error", "not built")
-        elif _exact(r):
+        elif fp32_exact(r):
             eligible[name] = r
         elif not budgets:
             rejected[name] = (f"outside FP32 tolerance ({_parity_failure(r)}); a lossy variant is picked only under "
@@ -192,7 +193,7 @@ def pick_variant(results: dict[str, dict], objective: Objective = Objective("lat
     what = "p50 at batch 1" if objective.name == "latency" else f"rows/s at batch {within[best][1]}"
     if objective.budget_ms is not None:
         what += f" within {objective.budget_ms:g} ms"
-    lossy = not _exact(eligible[best])
+    lossy = not fp32_exact(eligible[best])
     accuracy = (f"within the accuracy budget {', '.join(map(str, budgets))}" if lossy
                 else "within FP32 tolerance of PyTorch")
     against = f"{speedups[best]}x the FP32 export, " if best in speedups else ""  # FP32 may miss a latency budget

@@ -57,6 +57,11 @@ class ParityReport:
                 and (floor is None or cosine is None or cosine >= floor))
 
     @property
+    def fp32_exact(self) -> bool:
+        """Within the FP32 tolerance: its own verdict for an FP32 variant, else the `exact` one."""
+        return self.ok if self.exact is None else self.exact.ok
+
+    @property
     def max_abs_err(self) -> float:
         return max((c.max_abs_err for c in self.cases), default=0.0)
 

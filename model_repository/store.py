@@ -287,11 +287,10 @@ def stored_models(s3_url: str, endpoint_url: str | None = None, timeout_s: float
     """The models `tritonize publish` put at s3://BUCKET/PREFIX, from the store's index: what a server started
     on the store loads (its model control is explicit, so it needs the names). A store that cannot be reached
     or does not answer is a StoreError within about 2 x `timeout_s` per call: a server never starts on it."""
-    location = parse_s3_url(s3_url)
     store = Store.open(s3_url, endpoint_url, timeout_s, transfer_timeout_s=timeout_s, client=client)
     objects = store.listing()
     index, _ = store.read_index(objects)
     if not index["models"]:
-        raise StoreError(f"{location.url}: expected a repository published with `tritonize publish`, got "
+        raise StoreError(f"{store.location.url}: expected a repository published with `tritonize publish`, got "
                          f"{'no objects' if not objects else 'no tritonize index (repository.json)'} there")
     return sorted(index["models"])

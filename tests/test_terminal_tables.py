@@ -58,7 +58,8 @@ def test_the_run_table_shows_every_column_at_120(run_report):
 
 def _variant(err: float, p50: tuple[float, float], ok: bool = True, top1: float | None = 0.996,
              cosine: float | None = None, threads: dict | None = None) -> dict:
-    return {"built": True, "parity_ok": ok, "max_abs_err": err, "top1_agreement": top1, "min_cosine": cosine,
+    return {"built": True, "parity_ok": ok, "fp32_exact": ok, "max_abs_err": err, "top1_agreement": top1,
+            "min_cosine": cosine,
             "latency": {"batch1": {"p50_ms": p50[0]}, "batch64": {"p50_ms": p50[1]}}, "threads": threads}
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...artifacts import ArtifactError
+from ...export.choice import fp32_exact
 from ...model_artifacts import ModelArtifacts
 from ...models import get_spec
 from ..record import Record
@@ -51,12 +52,10 @@ def variant_rows(models: list[str], root: Path) -> tuple[list[VariantRow], dict[
             top1, cosine = r.get("top1_agreement"), r.get("min_cosine")
             rows.append(VariantRow(
                 model=spec.name, variant=variant, picked=variant == optimize.chosen,
-                exact=bool(r.get("fp32_exact", r.get("precision") == "fp32" and report.parity_ok)),
+                exact=fp32_exact(r),
                 max_abs_err=float(r["max_abs_err"]), agreement=top1 if top1 is not None else cosine,
                 agreement_kind="top-1" if top1 is not None else "cosine" if cosine is not None else "",
                 p50_ms=sorted((int(k[len("batch"):]), float(v["p50_ms"])) for k, v in r["latency"].items()),
                 vs_fp32=raw.get("speedup_vs_fp32", {}).get(variant), objective=raw.get("objective", {}).get("name", ""),
                 judged_on=judged_on))
     return rows, skipped
-
-
