@@ -17,11 +17,12 @@ import pytest  # noqa: E402
 from tritonize.models import get_spec, minilm, model_names  # noqa: E402
 
 
-def _load_s3_fixtures():
-    """tests/s3_fixtures.py, imported by path (under --import-mode=importlib tests/ is not importable by name)."""
-    name = "tritonize_tests_s3_fixtures"
+def _load_by_path(file: str):
+    """A helper module of tests/ (s3_fixtures.py, project_records.py), imported by path: under
+    --import-mode=importlib tests/ is not importable by name."""
+    name = f"tritonize_tests_{Path(file).stem}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "s3_fixtures.py")
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / file)
         sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[name])
     return sys.modules[name]
@@ -64,9 +65,9 @@ def _fast_tier_starts_no_server(request, monkeypatch):
 
 # A moto S3 server on loopback, one for the session (`s3_store`), and its AWS_* variables in os.environ
 # for one test (`s3_env`).
-s3_store = _load_s3_fixtures().s3_store
-s3_env = _load_s3_fixtures().s3_env
-own_s3_store = _load_s3_fixtures().own_s3_store  # a moto process a test may pause and stop
+s3_store = _load_by_path("s3_fixtures.py").s3_store
+s3_env = _load_by_path("s3_fixtures.py").s3_env
+own_s3_store = _load_by_path("s3_fixtures.py").own_s3_store  # a moto process a test may pause and stop
 
 
 @pytest.fixture(scope="session")
@@ -155,3 +156,9 @@ def load_minilm_tokenizer():
 def minilm_tokenize():
     """minilm_tokenize(texts, tokenizer, max_len=None) -> {"input_ids", "attention_mask"} int64 arrays."""
     return _minilm_tokenize
+
+
+@pytest.fixture
+def project_records():
+    """tests/project_records.py: builders of the project benchmark's records (scaling, floor, level)."""
+    return _load_by_path("project_records.py")

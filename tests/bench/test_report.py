@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from tritonize.bench.load.perf_analyzer import COLUMNS as PERF_ANALYZER_COLUMNS
-from tritonize.bench.load.served import ServerBreakdown
 from tritonize.bench.report.plots import inprocess_figure, served_figure
-from tritonize.bench.report.project import FloorResult, PooledLevel, ProjectResults, ScalingResult, Target
+from tritonize.bench.report.project import ProjectResults, Target
 from tritonize.bench.report.provenance import IdlePolicy, Machine
 from tritonize.bench.report.report import markdown
 from tritonize.bench.report.results import SuiteResults
@@ -148,7 +147,7 @@ def test_the_results_read_back_as_they_were_written(tiny_run):
     assert isinstance(results.options.artifacts, Path) and isinstance(results.options.slos[0], Slo)
 
 
-def test_every_part_of_the_results_survives_the_round_trip():
+def test_every_part_of_the_results_survives_the_round_trip(project_records):
     opts = SuiteOptions(models=["mlp", "cnn"], artifacts=Path("a"), slos=(Slo("p99_ms", 2.0),), project=True,
                         sweep_model="cnn", sweep_write_back=Path("repo"))
     config = SweepConfig(max_queue_delay_us=200, instance_count=2, preferred_batch_sizes=[4, 8], max_batch_size=32,
@@ -157,8 +156,8 @@ def test_every_part_of_the_results_survives_the_round_trip():
     results = _results(opts, sweep=SweepResult(model="cnn", protocol="http-lean", levels=[8], p99_budget_ms=2.0,
                                                configs=[config], best=config, written_to="repo/cnn/config.pbtxt",
                                                tuning_file="a/tuning.json"),
-                       project=ProjectResults(floors=[_floor("split", "default", 0.4, 0.35)],
-                                              scaling=[_scaling("grpc", "default", 2000, 6200)]),
+                       project=ProjectResults(floors=[project_records.floor("split", "default", 0.4, 0.35)],
+                                              scaling=[project_records.scaling("grpc", "default", 2000, 6200)]),
                        skipped={"dynamic-batching sweep": "why"})
     results.project.targets = [Target(name="served mlp p50 / do-nothing p50", measured="1.143x", goal="<= 1.10x",
                                       met=False)]
@@ -223,34 +222,13 @@ def _results(opts, **kw):
                         **kw)
 
 
-def _level(infer_per_s, mean_batch, errors=0):
-    return PooledLevel(requests=100, errors=errors, infer_per_s=infer_per_s, mean_batch=mean_batch,
-                       window_p50_ms_median=1.0, cores_busy={"cpu0": 0.5, "cpu1": 0.9})
-
-
-def _scaling(protocol, idle, c1, c8):
-    return ScalingResult(model="cnn", setup="split", idle=idle, protocol=protocol, turns=3, window_s=0.4,
-                         measured_s=[0.0, 1.0], levels={"c1": _level(c1, 1.0), "c8": _level(c8, 4.0)}, ratio=c8 / c1,
-                         turn_ratio_quartiles=[2.5, 2.75, 3.0])
-
-
-def _floor(placement, idle, p50_ms, noop_p50_ms):
-    breakdown = ServerBreakdown(queue_us=10.0, compute_input_us=1.0, compute_infer_us=60.0, compute_output_us=1.0,
-                                requests=100, executions=100, mean_batch=1.0)
-    return FloorResult(model="mlp", setup=placement + (", poll idle" if idle == "poll" else ""), placement=placement,
-                       where="w", idle=idle, p50_ms=p50_ms, noop_p50_ms=noop_p50_ms, ratio=p50_ms / noop_p50_ms,
-                       requests={"mlp": 100, "mlp_noop": 100}, blocks=1, block_requests=100,
-                       measured_s=[0.0, 1.0], block_ratio_quartiles=[1.0, 1.1, 1.2],
-                       resting_idle_entries_per_request={"mlp": 0.5, "mlp_noop": 0.4},
-                       server={"mlp": breakdown, "mlp_noop": breakdown})
-
-
-def test_the_project_sections_render_the_project_records():
+def test_the_project_sections_render_the_project_records(project_records):
     """The report renders a project's results whoever measured them: the records and their sections are
     the report's (bench/report/project.py); the block size is the one the run recorded."""
     opts = SuiteOptions(models=["mlp"], artifacts=Path("a"), project=True)
-    floors = [_floor("split", "default", 0.40, 0.35), replace(_floor("none", "default", 0.5, 0.4), block_requests=7)]
-    project = ProjectResults(floors=floors, scaling=[_scaling("grpc", "default", 2000, 6200)])
+    floor = project_records.floor
+    floors = [floor("split", "default", 0.40, 0.35), replace(floor("none", "default", 0.5, 0.4), block_requests=7)]
+    project = ProjectResults(floors=floors, scaling=[project_records.scaling("grpc", "default", 2000, 6200)])
     summary = markdown(_results(opts, project=project))
     assert "## Project targets" in summary and "No target could be judged" in summary
     assert "take turns in blocks of 100 requests" in summary  # the first floor's

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonize.bench.load.served import ServerBreakdown
-from tritonize.bench.report.project import FloorResult, PooledLevel, ProjectResults, ScalingResult
+from tritonize.bench.report.project import ProjectResults
 from tritonize.bench.report.provenance import IdlePolicy, Machine
 from tritonize.bench.report.report import markdown
 from tritonize.bench.report.results import SuiteResults
@@ -105,31 +104,9 @@ def test_without_placement_the_os_schedules_everything(artifacts, tmp_path):
     assert {f.setup for f in results.project.floors} <= {"none", "none, poll idle"}
 
 
-def _level(infer_per_s, mean_batch, errors=0):
-    return PooledLevel(requests=100, errors=errors, infer_per_s=infer_per_s, mean_batch=mean_batch,
-                       window_p50_ms_median=1.0, cores_busy={"cpu0": 0.5, "cpu1": 0.9})
-
-
-def _scaling(protocol, idle, c1, c8):
-    return ScalingResult(model="cnn", setup="split", idle=idle, protocol=protocol, turns=3, window_s=0.4,
-                         measured_s=[0.0, 1.0], levels={"c1": _level(c1, 1.0), "c8": _level(c8, 4.0)}, ratio=c8 / c1,
-                         turn_ratio_quartiles=[2.5, 2.75, 3.0])
-
-
-def _floor(placement, idle, p50_ms, noop_p50_ms):
-    breakdown = ServerBreakdown(queue_us=10.0, compute_input_us=1.0, compute_infer_us=60.0, compute_output_us=1.0,
-                                requests=100, executions=100, mean_batch=1.0)
-    return FloorResult(model="mlp", setup=placement + (", poll idle" if idle == "poll" else ""), placement=placement,
-                       where="w", idle=idle, p50_ms=p50_ms, noop_p50_ms=noop_p50_ms, ratio=p50_ms / noop_p50_ms,
-                       requests={"mlp": 100, "mlp_noop": 100}, blocks=1, block_requests=FLOOR_BLOCK,
-                       measured_s=[0.0, 1.0], block_ratio_quartiles=[1.0, 1.1, 1.2],
-                       resting_idle_entries_per_request={"mlp": 0.5, "mlp_noop": 0.4},
-                       server={"mlp": breakdown, "mlp_noop": breakdown})
-
-
-def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_take_turns():
-    project = ProjectResults(scaling=[_scaling("http-lean", "default", 4000, 13000),
-                                      _scaling("grpc", "default", 2000, 5000)])
+def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_take_turns(project_records):
+    project = ProjectResults(scaling=[project_records.scaling("http-lean", "default", 4000, 13000),
+                                      project_records.scaling("grpc", "default", 2000, 5000)])
     rows = {t.name.rsplit(", ", 1)[1]: t for t in targets(project)}
     assert set(rows) == {"lean HTTP load generator", "tritonclient gRPC load generator"}
     assert rows["lean HTTP load generator"].measured == "3.25x (per-turn quartiles 2.50 / 2.75 / 3.00; mean batch 4.00)"
@@ -138,17 +115,19 @@ def test_the_cnn_scaling_target_is_judged_per_load_generator_on_the_rows_that_ta
     assert not rows["tritonclient gRPC load generator"].met
 
 
-def test_a_scaling_run_with_failed_requests_does_not_meet_its_target():
-    row = _scaling("http-lean", "default", 4000, 13000)
+def test_a_scaling_run_with_failed_requests_does_not_meet_its_target(project_records):
+    row = project_records.scaling("http-lean", "default", 4000, 13000)
     row.levels["c8"].errors = 3
     [target] = targets(ProjectResults(scaling=[row]))
     assert target.measured.endswith("; 3 failed requests)") and not target.met
 
 
-def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores_polling():
-    project = ProjectResults(floors=[_floor("split", "default", 0.40, 0.35), _floor("none", "default", 0.5, 0.4),
-                                     _floor("split", "poll", 0.28, 0.27)],
-                             scaling=[_scaling("grpc", "default", 2000, 6200), _scaling("grpc", "poll", 3000, 6600)])
+def test_targets_are_judged_with_the_hosts_idle_policy_and_again_with_idle_cores_polling(project_records):
+    floor, scaling = project_records.floor, project_records.scaling
+    project = ProjectResults(floors=[floor("split", "default", 0.40, 0.35, FLOOR_BLOCK),
+                                     floor("none", "default", 0.5, 0.4, FLOOR_BLOCK),
+                                     floor("split", "poll", 0.28, 0.27, FLOOR_BLOCK)],
+                             scaling=[scaling("grpc", "default", 2000, 6200), scaling("grpc", "poll", 3000, 6600)])
     got = {t.name: (t.measured.split(" (")[0], t.met) for t in targets(project)}
     assert got == {
         "served mlp batch-1 gRPC p50 / do-nothing model p50": ("1.143x", False),
