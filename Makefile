@@ -41,7 +41,7 @@ IN_VENV := --quiet --python $(VENV)/bin/python
 UV_COMPILE := $(UV) pip compile --quiet --generate-hashes $(LOCK_PLATFORM) $(TORCH_SOURCE) \
 	--custom-compile-command "make lock"
 
-.PHONY: setup run test test-fast lock upgrade try-latest wheel-check
+.PHONY: setup run test test-fast lock upgrade try-latest wheel-check kernel-compile-check
 setup: $(STAMP)
 
 # A fresh venv each time the lock changed: `uv pip sync` makes it exactly the lock, then tritonize
@@ -67,6 +67,12 @@ test: setup
 # The inner loop: the tests that start no tritonserver and build no built-in model (tests/conftest.py).
 test-fast: setup
 	$(VENV)/bin/pytest --fast -q
+
+# Both Triton kernels, every autotune config, compiled for sm_80 and sm_90a on this machine (no GPU),
+# gated on spills, shared memory and tensor-core use; the report goes to docs/results (docs/gpu.md).
+kernel-compile-check: setup
+	env -u TRITON_INTERPRET $(VENV)/bin/python -P -m tritonize.kernels.compile_sweep \
+		--out docs/results/compile-check-$$(date +%F)
 
 # The lock, from pyproject.toml (the dependencies, the test extra and the `setup` group: uv, pip and
 # setuptools) and constraints.txt (what must hold: torch's CPU build, numpy<2, nvidia-pytriton).

@@ -33,26 +33,37 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch_plan import LaunchPlan
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# The autotune lists, from the compile check (python -P -m tritonize.kernels.compile_sweep; the table is
+# docs/results/compile-check-2026-12-07/compile_check.md): each compiles for sm_80 and sm_90a with no
+# register spills for the dtypes it is kept for. The four accumulators and the im2col gathers (int64
+# pointers and masks per window) hold many registers: every config of the earlier list spilled, from
+# 32 x 32 x 32 on 2 warps (176-308 B) to 128 x 128 x 32 on 8 warps (1.7-42 KB).
+_CONFIGS_16BIT = [(64, 32, 16, 4, 2), (32, 64, 32, 4, 2), (64, 64, 32, 8, 2)]  # BLOCK_M, N, K, warps, stages
+# fp32 dots (IEEE, on FMA units) keep their operand tiles in registers: only these two fit in every dtype.
+_CONFIGS_ANY = [(32, 32, 16, 4, 2), (64, 64, 16, 8, 1)]
 
 
 def _configs():
     if _INTERPRET:  # one config (autotuning needs a GPU), large blocks: few, wide numpy ops
         return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
-    shapes = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
-        (32, 32, 32, 2, 3),
-        (64, 32, 32, 4, 3),
-        (64, 64, 32, 4, 3),
-        (128, 32, 32, 4, 3),
-        (128, 64, 32, 4, 3),
-        (64, 64, 64, 4, 2),
-        (128, 128, 32, 8, 3),
-    ]
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in shapes
+        for bm, bn, bk, w, s in _CONFIGS_16BIT + _CONFIGS_ANY
     ]
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """fp32 launches keep the configs that fit in fp32; 16-bit ones keep them all."""
+    if _INTERPRET or named_args["x_ptr"].dtype != torch.float32:
+        return configs
+    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+                                   c.num_stages) in _CONFIGS_ANY] or configs
 
 
 @triton.jit
@@ -68,7 +79,8 @@ def _window_dot(acc, x_ptrs, ih, iw, mask, H, W, w,
     return tl.dot(a, w, acc=acc, input_precision=PRECISION)
 
 
-@triton.autotune(configs=_configs(), key=["M", "C_OUT", "K_TOTAL"])
+@triton.autotune(configs=_configs(), key=["M", "C_OUT", "K_TOTAL"],
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _conv_relu_pool_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
@@ -175,30 +187,32 @@ def _check_inputs(x, weight, bias, padding):
     return padding, h_out, w_out
 
 
-def _launch(x, weight, bias, padding):
+def _plan(x, weight, bias, padding) -> LaunchPlan:
+    """The launch for checked inputs; the compile check builds it too, from CPU tensors."""
     padding, h_out, w_out = _check_inputs(x, weight, bias, padding)
-    if x.device.type == "cpu" and not _INTERPRET:
-        raise ValueError("x is on the CPU: a compiled Triton kernel needs GPU tensors (CPU tensors only "
-                         "work in Triton's interpreter, TRITON_INTERPRET=1 set before importing this module)")
     x, weight = x.contiguous(), weight.contiguous()
     bias = bias.contiguous() if bias is not None else None
     n, c_in, h, w = x.shape
     c_out, _, ks, _ = weight.shape
     out = torch.empty((n, c_out, h_out, w_out), device=x.device, dtype=x.dtype)
-    if out.numel() == 0:
-        return out
     m = n * h_out * w_out
     # The interpreter's bf16 arithmetic is wrong: there, bf16 tiles are upcast and multiplied in fp32.
     upcast = _INTERPRET and x.dtype == torch.bfloat16
     # fp32 tl.dot defaults to tf32 on NVIDIA GPUs; ask for full fp32 to match F.conv2d closely.
     precision = "ieee" if (x.dtype == torch.float32 or upcast) else "tf32"
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]))
-    _conv_relu_pool_kernel[grid](
-        x, weight, bias if bias is not None else weight, out,
-        m, c_in, h, w, c_out, h_out, w_out, c_in * ks * ks,
-        KS=ks, PAD=padding, HAS_BIAS=bias is not None, UPCAST=upcast, PRECISION=precision,
-    )
-    return out
+    args = (x, weight, bias if bias is not None else weight, out,
+            m, c_in, h, w, c_out, h_out, w_out, c_in * ks * ks)
+    constexprs = dict(KS=ks, PAD=padding, HAS_BIAS=bias is not None, UPCAST=upcast, PRECISION=precision)
+    return LaunchPlan(_conv_relu_pool_kernel, grid, args, constexprs, out)
+
+
+def _launch(x, weight, bias, padding):
+    _check_inputs(x, weight, bias, padding)
+    if x.device.type == "cpu" and not _INTERPRET:
+        raise ValueError("x is on the CPU: a compiled Triton kernel needs GPU tensors (CPU tensors only "
+                         "work in Triton's interpreter, TRITON_INTERPRET=1 set before importing this module)")
+    return _plan(x, weight, bias, padding).launch()
 
 
 @torch.library.custom_op("tritonize::conv2d_relu_maxpool2d", mutates_args=())

@@ -45,10 +45,25 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch_plan import LaunchPlan, target_capability
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 _LOG2E = 1.4426950408889634
+
+
+# The autotune lists, from the compile check (python -P -m tritonize.kernels.compile_sweep; the table is
+# docs/results/compile-check-2026-12-07/compile_check.md). Every config a launch keeps compiles for sm_80
+# and sm_90a with no register spills and within shared memory; CI holds the prune below to that.
+# 16-bit dots run on tensor cores (HMMA on sm_80, HGMMA on sm_90a) and take the large tiles.
+_CONFIGS_16BIT = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3),
+                  (64, 64, 4, 3), (64, 64, 4, 4), (64, 32, 4, 4)]  # BLOCK_M, BLOCK_N, num_warps, num_stages
+# IEEE fp32 dots run on FMA units with their operand tiles in registers: every 16-bit config above spills
+# in fp32 at head dim 64 (400 B to 53 KB), and at head dim 32 all but 64 x 32 on 4 warps.
+_CONFIGS_FP32 = [(64, 32, 8, 2), (64, 16, 4, 2), (32, 32, 4, 2), (32, 32, 4, 3), (32, 16, 2, 2)]
+# At head dim 128 each of those spills 1.0-1.7 KB on sm_90a: narrower key tiles.
+_CONFIGS_FP32_D128 = [(64, 16, 8, 2), (32, 16, 4, 2), (16, 32, 4, 2), (16, 16, 4, 2)]
 
 
 def _get_configs():
@@ -56,32 +71,39 @@ def _get_configs():
         # The CPU interpreter cannot benchmark, and its cost grows with programs x ops per program,
         # so a single config with big tiles. 64 keeps every tl.dot dimension >= 16.
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in [
-            (128, 64, 4, 3),
-            (128, 64, 4, 4),
-            (128, 64, 8, 3),
-            (128, 64, 8, 4),
-            (128, 128, 8, 2),
-            (128, 128, 8, 3),
-            (64, 64, 4, 3),
-            (64, 64, 4, 4),
-            (64, 32, 4, 4),
-        ]
-    ]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in _CONFIGS_16BIT + _CONFIGS_FP32 + _CONFIGS_FP32_D128]
+
+
+def _fits(bm: int, bn: int, warps: int, stages: int, head_dim: int, fp32: bool, capability) -> bool:
+    """Whether a config compiles without spills for this launch, by the compile check's numbers."""
+    config = (bm, bn, warps, stages)
+    if fp32:
+        if config == (64, 32, 8, 2) and head_dim <= 16:
+            return False  # spills 4 B on sm_80 at head dim 16 (none from 32 up)
+        return config in (_CONFIGS_FP32_D128 if head_dim >= 128 else _CONFIGS_FP32)
+    if config not in _CONFIGS_16BIT:
+        return False
+    if bm == 128 and warps == 4 and head_dim >= 64:
+        return False  # spills from head dim 64: 4 B on sm_80; at 128, 764-992 B on sm_80, 980-1140 B on sm_90a
+    if bm == 128 and bn == 128 and head_dim >= 128:
+        return False  # spills at head dim 128: 176-504 B on sm_80, 12-112 B on sm_90a
+    if bm == 128 and head_dim >= 128 and (capability or 0) < 90:
+        return False  # 128 x 64 on 8 warps spills 8-16 B on sm_80 at head dim 128 (none on sm_90a)
+    return True
 
 
 def _prune_configs(configs, named_args, **kwargs):
     args = {**named_args, **kwargs}
+    fp32 = args["Q"].dtype == torch.float32
+    capability = target_capability(args["Q"])
 
     def keep(c):
         bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
         # Short sequences (decode, small prompts) waste most of a 128-row tile.
         if (args["SEQ_Q"] <= 64 and bm > 64) or (args["SEQ_K"] <= 64 and bn > 64):
             return False
-        # A 128 x 128 fp32 accumulator on 4 warps spills registers on sm_90.
-        return not (args["HEAD_DIM"] >= 128 and bm == 128 and c.num_warps == 4)
+        return _INTERPRET or _fits(bm, bn, c.num_warps, c.num_stages, args["HEAD_DIM"], fp32, capability)
 
     return [c for c in configs if keep(c)] or configs
 
@@ -267,15 +289,13 @@ def _check_inputs(q, k, v, sm_scale, key_padding_mask):
             )
 
 
-def _flash_attention_fwd(q, k, v, causal=False, sm_scale=None, key_padding_mask=None):
-    _check_inputs(q, k, v, sm_scale, key_padding_mask)
+def _plan(q, k, v, causal=False, sm_scale=None, key_padding_mask=None) -> LaunchPlan:
+    """The launch for checked inputs; the compile check builds it too, from CPU tensors."""
     B, H, Sq, D = q.shape
     Hkv, Skv = k.shape[1], k.shape[2]
     if sm_scale is None:
         sm_scale = 1.0 / math.sqrt(D)
     out = torch.empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
-    if out.numel() == 0:
-        return out
 
     if key_padding_mask is not None:
         kpm = key_padding_mask.view(torch.uint8)  # same bytes, a plain integer pointer for Triton
@@ -297,20 +317,27 @@ def _flash_attention_fwd(q, k, v, causal=False, sm_scale=None, key_padding_mask=
     def grid(meta):
         return (triton.cdiv(Sq, meta["BLOCK_M"]), B * H)
 
-    _flash_attn_fwd_kernel[grid](
+    args = (
         q, k, v, out, kpm,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         stride_mb, stride_mn,
         sm_scale * _LOG2E,
         H, H // Hkv,
         Sq, Skv, triton.next_power_of_2(max(Sq, 16)), triton.next_power_of_2(max(Skv, 16)),
+    )
+    constexprs = dict(
         HEAD_DIM=D,
         CAUSAL=bool(causal),
         HAS_KPM=key_padding_mask is not None,
         DOT_DTYPE=dot_dtype,
         DOT_PRECISION=dot_precision,
     )
-    return out
+    return LaunchPlan(_flash_attn_fwd_kernel, grid, args, constexprs, out)
+
+
+def _flash_attention_fwd(q, k, v, causal=False, sm_scale=None, key_padding_mask=None):
+    _check_inputs(q, k, v, sm_scale, key_padding_mask)
+    return _plan(q, k, v, causal, sm_scale, key_padding_mask).launch()
 
 
 @torch.library.custom_op("tritonize::flash_attention", mutates_args=())

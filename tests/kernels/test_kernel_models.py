@@ -19,10 +19,10 @@ def test_variant_shares_the_base_models_weights(name):
     assert spec.inputs == base.inputs and spec.outputs == base.outputs
 
 
-# minilm_flash runs six layers of flash attention in Triton's CPU interpreter: seconds a row, so only at 3
-# rows (rows of their own lengths and masks: what one row cannot show), not also at 1.
-@pytest.mark.parametrize("name,batch", [pytest.param(n, b, marks=pytest.mark.heavy) if n == "minilm_flash" else (n, b)
-                                        for n in VARIANTS for b in (1, 3) if (n, b) != ("minilm_flash", 1)])
+# minilm_flash runs six layers of flash attention in Triton's CPU interpreter: seconds a row, so only at 2
+# rows (rows of their own lengths and masks: what one row cannot show), not also at 1 or 3.
+@pytest.mark.parametrize("name,batch", [pytest.param(n, 2, marks=pytest.mark.heavy) for n in VARIANTS if n == "minilm_flash"]
+                         + [(n, b) for n in VARIANTS if n != "minilm_flash" for b in (1, 3)])
 def test_variant_matches_the_plain_model(name, batch):
     spec = get_spec(name)
     base = get_spec(spec.base_model)
