@@ -42,8 +42,8 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The autotune lists, from the compile check (python -P -m tritonize.kernels.compile_sweep; the table is
 # docs/results/compile-check-2026-12-07/compile_check.md): each compiles for sm_80 and sm_90a with no
 # register spills for the dtypes it is kept for. The four accumulators and the im2col gathers (int64
-# pointers and masks per window) hold many registers: every config of the earlier list spilled, from
-# 32 x 32 x 32 on 2 warps (176-308 B) to 128 x 128 x 32 on 8 warps (1.7-42 KB).
+# pointers and masks per window) hold many registers: every config of the earlier list spilled on both
+# GPUs in every dtype, from 176 B (64 x 32 x 32, fp16, sm_90a) to 46 KB (128 x 64 x 32, fp32, sm_90a).
 _CONFIGS_16BIT = [(64, 32, 16, 4, 2), (32, 64, 32, 4, 2), (64, 64, 32, 8, 2)]  # BLOCK_M, N, K, warps, stages
 # fp32 dots (IEEE, on FMA units) keep their operand tiles in registers: only these two fit in every dtype.
 _CONFIGS_ANY = [(32, 32, 16, 4, 2), (64, 64, 16, 8, 1)]
