@@ -36,12 +36,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .result_files import write_text_atomically
+
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # Max |error| allowed per dtype (outputs are O(1)); the kernel tests use the same bounds.
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 4e-2}
 
 
-def _do_bench(fn) -> float:
+def median_gpu_ms(fn) -> float:
+    """`fn`'s median time on the GPU: CUDA events after warm-up (triton.testing.do_bench)."""
     import triton
 
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
@@ -74,7 +77,7 @@ class Mode:
 
 def gpu_mode(quick: bool) -> Mode:
     seqs = (1024, 4096, 16384) if quick else (1024, 2048, 4096, 8192, 16384)
-    return Mode("cuda", _do_bench,
+    return Mode("cuda", median_gpu_ms,
                 (("cnn block1", 256, 3, 32, 24, 3), ("cnn block2", 256, 32, 64, 12, 3), ("64->128 @56", 32, 64, 128, 56, 3),
                  ("odd 3->33 k5 @11", 8, 3, 33, 11, 5)),  # sizes off every block multiple
                 ("fp16",) if quick else ("fp16", "bf16", "fp32"),
@@ -197,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for rows in (results["conv_relu_pool"], results["flash_attention"]) for r in rows if not r["ok"]]
     results["all_ok"] = not failed
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "kernels.json").write_text(json.dumps(results, indent=2))
+    write_text_atomically(args.out / "kernels.json", json.dumps(results, indent=2))
     md = (f"# Triton kernels on {info['device']} ({info['date']}, {info['mode']})\n\ntorch {info['torch']}, "
           f"triton {info['triton']}, CUDA {info['cuda']}\n\n"
           f"Every row within its dtype's tolerance: {'yes' if not failed else f'**no** ({len(failed)} rows)'}\n\n"
           f"## conv + ReLU + max-pool\n\n{_md_table(results['conv_relu_pool'])}\n\n"
           f"## flash attention forward\n\n{_md_table(results['flash_attention'])}\n")
-    (args.out / "kernels.md").write_text(md)
+    write_text_atomically(args.out / "kernels.md", md)
     print(md)
     return 1 if failed else 0
 

@@ -128,7 +128,8 @@ _PTXAS_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _RES_USAGE = re.compile(r"REG:(\d+) STACK:(\d+)")
 
 
-def _tool(name: str) -> str:
+def tool_path(name: str) -> str:
+    """The path of one of the CUDA tools Triton's wheel carries (ptxas, ptxas_blackwell, cuobjdump)."""
     return getattr(triton.knobs.nvidia, name).path
 
 
@@ -138,8 +139,8 @@ def _cubin_facts(cubin: bytes, target: GpuTarget) -> tuple[int, int, dict]:
         path = os.path.join(scratch, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True)
-        sass = subprocess.run([_tool("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True)
+        usage = subprocess.run([tool_path("cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True)
+        sass = subprocess.run([tool_path("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True)
     match = _RES_USAGE.search(usage.stdout)
     if match is None:
         raise RuntimeError(f"cuobjdump -res-usage printed no REG/STACK line:\n{usage.stdout}")
@@ -187,9 +188,9 @@ def kept_configs(plan: LaunchPlan, target: GpuTarget) -> list[triton.Config]:
         return kernel.early_config_prune(kernel.configs, named, **plan.constexprs)
 
 
-def compile_for_target(case: Case, config: triton.Config, target: GpuTarget, kept: bool,
+def compile_for_target(case: Case, plan: LaunchPlan, config: triton.Config, target: GpuTarget, kept: bool,
                        extra: bool = False) -> CompileFacts:
-    plan = case.build("cpu")
+    """`plan`: the case's launch, built on the CPU (case.build("cpu"))."""
     base = dict(case=case.key, kernel=case.kernel, target=target.name, config=config_label(config),
                 params=config_params(config), kept=kept, extra=extra, expects_tensor_cores=case.expects_tensor_cores,
                 expects_wgmma=target.wgmma and case.kernel == "flash_attention" and case.expects_tensor_cores,

@@ -1,7 +1,7 @@
 """The compile check's report: compile_check.json (every row, for tools) and compile_check.md (the tables).
 
-Both files are written beside each other under a temporary name and renamed into place, so a report
-folder never holds half a report.
+Each file is written under a temporary name and renamed into place (result_files.py), so neither is
+ever left half-written.
 """
 from __future__ import annotations
 
@@ -10,33 +10,21 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 
 import triton
 
+from .compile_check import tool_path
 from .gpu_targets import TARGETS
+from .result_files import write_text_atomically
 
 
 def _tool_version(name: str) -> str:
     try:
-        out = subprocess.run([getattr(triton.knobs.nvidia, name).path, "--version"], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run([tool_path(name), "--version"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as error:
         return f"unknown ({error})"
     return out.strip().splitlines()[-2] if len(out.strip().splitlines()) >= 2 else out.strip()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared report folder's files from others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _kb(n: int) -> str:
@@ -68,8 +56,8 @@ def _table(rows, timings) -> list[str]:
             cells = (f"| {f.case.split('/', 1)[1]} | {f.config} | {'yes' if f.kept else 'no'} | {f.registers} | "
                      f"{f.spill_store_bytes} / {f.spill_load_bytes} | {_kb(f.shared_bytes)} ({_kb(f.max_shared_bytes)}) | "
                      f"{f.blocks_per_sm} ({f.occupancy:.0%}, {f.occupancy_limited_by}) | {_ops(f)} |")
-        if timed:
-            t = timed.get((f.case, f.config)) if f.target == (timings[0].target if timings else None) else None
+        if timed:  # `timings` holds this table's target only
+            t = timed.get((f.case, f.config))
             cells += (f" {t.median_ms:.4f} | {t.driver_registers} / {t.driver_spills} |" if t and t.ok
                       else f" {t.error if t else '-'} | - |")
         lines.append(cells + f" {_verdict(f)} |")
@@ -119,6 +107,6 @@ def write_report(folder: str, results, failures, timings, command: str, wall_s: 
             "rows": [f.to_json() for f in results],
             "timings": [t.to_json() for t in timings] if timings is not None else None}
     paths = [out / "compile_check.json", out / "compile_check.md"]
-    _atomic_write(paths[0], json.dumps(data, indent=1) + "\n")
-    _atomic_write(paths[1], markdown(results, failures, timings, meta))
+    write_text_atomically(paths[0], json.dumps(data, indent=1) + "\n")
+    write_text_atomically(paths[1], markdown(results, failures, timings, meta))
     return paths

@@ -38,11 +38,15 @@ class Job:
     kept: bool
     extra: dict = field(default_factory=dict)  # an --extra-config's parameters
 
+    @property
+    def is_extra(self) -> bool:
+        return self.config_index < 0
+
 
 def _config(kernel, job: Job):
     import triton
 
-    if job.config_index >= 0:
+    if not job.is_extra:
         return kernel.configs[job.config_index]
     blocks = {k: v for k, v in job.extra.items() if k not in ("num_warps", "num_stages")}
     return triton.Config(blocks, num_warps=job.extra.get("num_warps", 4), num_stages=job.extra.get("num_stages", 3))
@@ -55,8 +59,9 @@ def run_job(job: Job):
     from .gpu_targets import target_named
 
     case = case_named(job.case)
-    config = _config(case.build("cpu").kernel, job)
-    return compile_for_target(case, config, target_named(job.target), job.kept, extra=job.config_index < 0)
+    plan = case.build("cpu")
+    return compile_for_target(case, plan, _config(plan.kernel, job), target_named(job.target), job.kept,
+                              extra=job.is_extra)
 
 
 def _failed_row(job: Job, error: BaseException):
@@ -64,9 +69,9 @@ def _failed_row(job: Job, error: BaseException):
     from .compile_check import CompileFacts
 
     return CompileFacts(case=job.case, kernel=job.case.split("/", 1)[0], target=job.target,
-                        config=f"config #{job.config_index}" if job.config_index >= 0 else str(job.extra),
-                        params=job.extra, kept=job.kept, extra=job.config_index < 0, expects_tensor_cores=False, expects_wgmma=False,
-                        compiled=False, error=f"the check itself failed: {type(error).__name__}: {error}")
+                        config=str(job.extra) if job.is_extra else f"config #{job.config_index}",
+                        params=job.extra, kept=job.kept, extra=job.is_extra, expects_tensor_cores=False,
+                        expects_wgmma=False, compiled=False, error=f"the check itself failed: {type(error).__name__}: {error}")
 
 
 def parse_extra_config(text: str) -> tuple[str, dict]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import triton
 
+from .benchmark import median_gpu_ms
 from .compile_check import config_label
 from .gpu_targets import target_for_capability
 
@@ -43,7 +43,7 @@ def _time_one(case, plan, config, target, reference):
         torch.cuda.synchronize()
         out = plan.out.float()
         diff = 0.0 if reference is None else float((out - reference).abs().max())
-        median = float(triton.testing.do_bench(launch, warmup=25, rep=100, return_mode="median"))
+        median = median_gpu_ms(launch)
     except Exception as error:  # OutOfResources and friends: a row, never a skip
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return ConfigTiming(case.key, target.name, config_label(config), False, f"{type(error).__name__}: {first}"), reference

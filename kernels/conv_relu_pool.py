@@ -208,11 +208,11 @@ def _plan(x, weight, bias, padding) -> LaunchPlan:
 
 
 def _launch(x, weight, bias, padding):
-    _check_inputs(x, weight, bias, padding)
+    plan = _plan(x, weight, bias, padding)  # checks the inputs first
     if x.device.type == "cpu" and not _INTERPRET:
         raise ValueError("x is on the CPU: a compiled Triton kernel needs GPU tensors (CPU tensors only "
                          "work in Triton's interpreter, TRITON_INTERPRET=1 set before importing this module)")
-    return _plan(x, weight, bias, padding).launch()
+    return plan.launch()
 
 
 @torch.library.custom_op("tritonize::conv2d_relu_maxpool2d", mutates_args=())
